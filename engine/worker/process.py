@@ -1,0 +1,76 @@
+"""Entry point of the engine process. It owns the ``Runtime``; a reader thread takes
+commands off the pipe so that a ``Cancel`` is seen while the main thread is busy in
+llama.cpp."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+
+from engine.events import Event, Token, Tokenized
+from engine.runtime.runtime import Runtime, error_event
+from engine.worker import protocol as p
+
+log = logging.getLogger(__name__)
+
+
+def dispatch(runtime: Runtime, command: p.Command, cancel: Callable[[], bool]) -> Iterator[Event]:
+    match command:
+        case p.Load(settings):
+            yield from runtime.load(settings)
+        case p.Unload():
+            runtime.unload()
+        case p.Chat(request):
+            yield from runtime.chat(request, cancel)
+        case p.Complete(request):
+            yield from runtime.complete(request, cancel)
+        case p.Tokenize(text, add_bos, special):
+            yield Tokenized(tuple(runtime.tokenize(text, add_bos=add_bos, special=special)))
+        case p.Detokenize(tokens):
+            yield p.Text(runtime.detokenize(tokens))  # type: ignore[misc]
+        case p.CountChat(messages):
+            yield Tokenized((runtime.count_chat_tokens(messages),))
+        case p.ForgetSession(session_id):
+            runtime.forget_session(session_id)
+
+
+def serve(requests: Connection, events: Connection, snapshot_budget_bytes: int,
+          reuse_kv: bool) -> None:
+    logging.basicConfig(level=logging.WARNING, format="verso-engine %(levelname)s %(message)s")
+    runtime = Runtime(snapshot_budget_bytes=snapshot_budget_bytes, reuse_kv=reuse_kv)
+    cancelled: set[int] = set()
+    work: queue.Queue[tuple[int, p.Command] | None] = queue.Queue()
+
+    def read_commands() -> None:
+        while True:
+            try:
+                request_id, command = requests.recv()
+            except (EOFError, OSError):
+                work.put(None)
+                return
+            if isinstance(command, p.Cancel):
+                cancelled.add(command.request_id)
+            elif isinstance(command, p.Shutdown):
+                work.put(None)
+                return
+            else:
+                work.put((request_id, command))
+
+    threading.Thread(target=read_commands, name="verso-commands", daemon=True).start()
+    while (item := work.get()) is not None:
+        request_id, command = item
+        partial: list[str] = []
+        try:
+            for event in dispatch(runtime, command, lambda rid=request_id: rid in cancelled):
+                if isinstance(event, Token):
+                    partial.append(event.text)
+                events.send((request_id, event))
+        except Exception as exc:  # every failure reaches the caller as an Error event
+            log.debug("request %s failed", request_id, exc_info=True)
+            events.send((request_id, error_event(exc, "".join(partial))))
+        events.send((request_id, p.Finished()))
+        cancelled.discard(request_id)
+    runtime.unload()

@@ -1,0 +1,74 @@
+"""Messages between ``EngineClient`` and the engine process. Plain picklable dataclasses;
+each request is sent as ``(request_id, command)`` and answered by events tagged with the same
+id, closed by ``Finished``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.options import ChatMessage, ChatRequest, CompletionRequest, LoadSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    settings: LoadSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Unload:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    request: ChatRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Complete:
+    request: CompletionRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Tokenize:
+    text: str
+    add_bos: bool = False
+    special: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Detokenize:
+    tokens: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CountChat:
+    messages: tuple[ChatMessage, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetSession:
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    request_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """Closes the event stream of one request."""
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    text: str
+
+
+Command = Load | Unload | Chat | Complete | Tokenize | Detokenize | CountChat | ForgetSession
