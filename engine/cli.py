@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, fields, replace
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from engine.errors import VersoError
 from engine.events import (
@@ -23,6 +23,7 @@ from engine.events import (
     ErrorKind,
     Event,
     ModelLoaded,
+    Rollback,
     Stats,
     Token,
 )
@@ -36,6 +37,9 @@ from engine.options import (
     SamplingParams,
 )
 
+if TYPE_CHECKING:
+    from engine.tasks.constraints import Constraints
+
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_MODEL, EXIT_CONTEXT, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 _EXIT_FOR_KIND = {
@@ -46,7 +50,7 @@ _EXIT_FOR_KIND = {
     ErrorKind.BAD_REQUEST: EXIT_USAGE,
 }
 
-_SKIP_SAMPLING_FLAGS = {"stop", "grammar", "logit_bias", "n_probs"}
+_SKIP_SAMPLING_FLAGS = {"stop", "grammar", "logit_bias", "n_probs", "ban_phrases", "ban_any_case"}
 
 
 class CliError(Exception):
@@ -89,9 +93,94 @@ def _add_load_flags(parser: argparse.ArgumentParser) -> None:
                        help="Layers to offload to the GPU (-1: all; needs a GPU build).")
     group.add_argument("--kv-type", choices=[k.value for k in KVType], default="f16",
                        help="KV cache type (quantized types save memory).")
+    group.add_argument("--reproducible", action="store_true",
+                       help="Bit-exact greedy output whether or not the KV cache is reused "
+                            "(turns flash attention off and re-evaluates generated tokens).")
     group.add_argument("--context-policy", choices=[c.value for c in ContextPolicy],
                        default="refuse",
                        help="When the prompt does not fit: refuse, or drop the oldest turns.")
+
+
+def _add_constraint_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("constraints")
+    shape = group.add_mutually_exclusive_group()
+    # dest names differ from SamplingParams fields, which _sampling_from copies from args.
+    shape.add_argument("--grammar", metavar="FILE", dest="grammar_file",
+                       help="GBNF grammar the output must follow.")
+    shape.add_argument("--json-schema", metavar="FILE", dest="schema_file",
+                       help="JSON Schema the output must be valid against (output is JSON).")
+    shape.add_argument("--choice", metavar="A,B,...",
+                       help="The output is exactly one of these (comma-separated; '\\,' for "
+                            "a comma inside one).")
+    group.add_argument("--ban", action="append", default=[], metavar="WORDS",
+                       help="Words or phrases that never appear (comma-separated, repeatable). "
+                            "The text is printed when complete, since banned phrases are "
+                            "undone while generating.")
+    group.add_argument("--ban-any-case", action="store_true",
+                       help="Ban those phrases in any casing.")
+    group.add_argument("--logit-bias", action="append", default=[], dest="bias_entries",
+                       metavar="TOKEN_OR_WORD=BIAS",
+                       help="Add BIAS to a token id, or to the first token of a word with and "
+                            "without a leading space (repeatable; -100 all but forbids it).")
+    group.add_argument("--logprobs", type=int, default=None, metavar="N",
+                       help="Report each token's log-probability and top N alternatives "
+                            "(in the JSON output; implies --json).")
+
+
+def split_list(text: str) -> list[str]:
+    """Comma-separated items; a backslash keeps the next character (so '\\,' is a comma)."""
+    items, current, escaped = [], [], False
+    for ch in text:
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == ",":
+            items.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    items.append("".join(current))
+    return [item.strip() for item in items if item.strip()]
+
+
+def _read_file(path: str, what: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read the {what} {path}: {exc}", EXIT_USAGE) from exc
+
+
+def _constraints_from(args: argparse.Namespace) -> Constraints:
+    """The requested constraints; a bad schema or choice list fails here, before a model is
+    loaded (a GBNF grammar is checked by the engine, against the model's vocabulary)."""
+    from engine.tasks.constraints import Constraints, parse_bias_key
+
+    bias = []
+    for entry in args.bias_entries:
+        key, sep, value = entry.rpartition("=")
+        try:
+            bias.append((parse_bias_key(key), float(value)))
+        except (ValueError, VersoError):
+            sep = ""
+        if not sep:
+            raise CliError(f"--logit-bias needs TOKEN_OR_WORD=BIAS, got {entry!r}", EXIT_USAGE)
+    choices = tuple(split_list(args.choice)) if args.choice is not None else ()
+    if args.choice is not None and not choices:
+        raise CliError("--choice needs at least one choice", EXIT_USAGE)
+    constraints = Constraints(
+        grammar=_read_file(args.grammar_file, "grammar file") if args.grammar_file else None,
+        json_schema=_read_file(args.schema_file, "JSON Schema file") if args.schema_file
+        else None,
+        choices=choices,
+        ban=tuple(p for words in args.ban for p in split_list(words)),
+        ban_any_case=args.ban_any_case,
+        logit_bias=tuple(bias),
+    )
+    constraints.compiled_grammar()  # raises now, before a model is loaded
+    return constraints
 
 
 def _sampling_from(args: argparse.Namespace, base: SamplingParams) -> SamplingParams:
@@ -117,7 +206,8 @@ def _load_settings(args: argparse.Namespace) -> LoadSettings:
         raise CliError(exc.message, _exit_code(exc.kind)) from exc
     return LoadSettings(
         path=str(path), n_ctx=args.n_ctx, n_threads=args.threads,
-        n_threads_batch=args.threads_batch, flash_attn=args.flash_attn,
+        n_threads_batch=args.threads_batch,
+        flash_attn=args.flash_attn and not args.reproducible,
         n_gpu_layers=args.gpu_layers, kv_type=KVType(args.kv_type),
     )
 
@@ -150,6 +240,25 @@ def build_parser() -> argparse.ArgumentParser:
                           help="Print one JSON object with text, finish reason and stats.")
     _add_load_flags(generate)
     _add_sampling_flags(generate)
+    _add_constraint_flags(generate)
+
+    classify = sub.add_parser(
+        "classify", help="Classify texts (one per line) into labels; CSV with probabilities.")
+    classify.add_argument("file", nargs="?", help="Texts, one per line (default: stdin).")
+    classify.add_argument("--labels", required=True, metavar="A,B,...",
+                          help="The labels (comma-separated; '\\,' for a comma inside one).")
+    classify.add_argument("--instruction", default=None,
+                          help="Instruction before the text ('{labels}' lists the labels).")
+    classify.add_argument("--example", action="append", default=[], metavar="TEXT=LABEL",
+                          help="A few-shot example (repeatable).")
+    classify.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
+                          help="Prompt as a conversation (default: if the model has a chat "
+                               "template).")
+    classify.add_argument("--json", action="store_true",
+                          help="One JSON object per line instead of CSV.")
+    _add_load_flags(classify)
+    from engine.cli_documents import add_document_parsers
+    add_document_parsers(sub)
     return parser
 
 
@@ -239,12 +348,20 @@ def _load(client, settings: LoadSettings, err: TextIO, quiet: bool = False) -> M
     raise CliError("the engine did not report a loaded model")
 
 
-def _stream(events: Iterable[Event], out: TextIO, err: TextIO, echo: bool = True) -> Done:
+def _stream(events: Iterable[Event], out: TextIO, err: TextIO, echo: bool = True,
+            tokens: list[Token] | None = None) -> Done:
+    """Print text as it streams (``echo``) and collect ``tokens`` (rolled-back ones removed)."""
     done: Done | None = None
     for event in events:
-        if isinstance(event, Token) and echo:
-            out.write(event.text)
-            out.flush()
+        if isinstance(event, Token):
+            if tokens is not None and event.token_id >= 0:
+                tokens.append(event)
+            if echo:
+                out.write(event.text)
+                out.flush()
+        elif isinstance(event, Rollback):
+            if tokens is not None:
+                del tokens[len(tokens) - event.n_tokens:]
         elif isinstance(event, ContextTrimmed):
             print(f"\n[context full: dropped the {event.dropped_messages} oldest messages "
                   f"({event.dropped_tokens} tokens)]", file=err)
@@ -267,14 +384,27 @@ def _format_stats(stats: Stats, finish: str) -> str:
             f"finish: {finish}]")
 
 
+def _token_json(token: Token) -> dict[str, Any]:
+    return {"id": token.token_id, "text": token.text, "logprob": token.logprob,
+            "top": [{"id": a.token_id, "text": a.text, "logprob": a.logprob}
+                    for a in token.alternatives]}
+
+
 def cmd_generate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from engine.tasks.constraints import client_tokenizer
     from engine.worker import EngineClient
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     settings = _load_settings(args)
+    if args.logprobs is not None:
+        args.n_probs = args.logprobs
+        args.json = True
     sampling = _sampling_from(args, SamplingParams())
-    with EngineClient() as client:
+    constraints = _constraints_from(args)
+    tokens: list[Token] | None = [] if args.logprobs is not None else None
+    with EngineClient(batch_invariant=args.reproducible) as client:
         _load(client, settings, err, quiet=True)
+        sampling = constraints.apply(sampling, client_tokenizer(client))
         if args.chat:
             messages = [ChatMessage("user", prompt)]
             if args.system:
@@ -283,15 +413,52 @@ def cmd_generate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 tuple(messages), sampling, policy=ContextPolicy(args.context_policy)))
         else:
             events = client.complete(CompletionRequest(prompt, sampling))
-        done = _stream(events, out, err, echo=not args.json)
+        streaming = not args.json and not sampling.ban_phrases
+        done = _stream(events, out, err, echo=streaming, tokens=tokens)
     if args.json:
-        json.dump({"text": done.text, "finish_reason": done.finish_reason.value,
-                   "stats": asdict(done.stats)}, out, indent=2)
+        result: dict[str, Any] = {"text": done.text, "finish_reason": done.finish_reason.value,
+                                  "stats": asdict(done.stats)}
+        if tokens is not None:
+            result["tokens"] = [_token_json(t) for t in tokens]
+        json.dump(result, out, indent=2)
         print(file=out)
     else:
-        print(file=out)
+        print(("" if streaming else done.text), file=out)
     if args.stats:
         print(_format_stats(done.stats, done.finish_reason.value), file=err)
+    return EXIT_OK
+
+
+def _texts(path: str | None, stdin: TextIO) -> Iterator[str]:
+    """Non-empty lines: a file is read at once (a missing one fails before the model loads),
+    stdin as it arrives."""
+    lines = stdin if path is None else _read_file(path, "input file").splitlines()
+    return (line.rstrip("\r\n") for line in lines if line.strip())
+
+
+def cmd_classify(args: argparse.Namespace, stdin: TextIO, out: TextIO, err: TextIO) -> int:
+    from engine.tasks.classify import check_labels, classify_many, write_csv
+    from engine.worker import EngineClient
+
+    examples = []
+    for entry in args.example:
+        text, sep, label = entry.rpartition("=")
+        if not sep or not text.strip() or not label.strip():
+            raise CliError(f"--example needs TEXT=LABEL, got {entry!r}", EXIT_USAGE)
+        examples.append((text, label))
+    labels = check_labels(split_list(args.labels), examples)
+    settings = _load_settings(args)
+    texts = _texts(args.file, stdin)
+    with EngineClient(batch_invariant=args.reproducible) as client:
+        _load(client, settings, err, quiet=True)
+        rows = classify_many(client, texts, labels, examples, args.instruction, args.chat)
+        if args.json:
+            for text, result in rows:
+                json.dump({"text": text, "label": result.label,
+                           "probabilities": result.probabilities}, out)
+                print(file=out, flush=True)
+        else:
+            write_csv(rows, labels, out)
     return EXIT_OK
 
 
@@ -304,7 +471,7 @@ def cmd_chat(args: argparse.Namespace, stdin: TextIO, out: TextIO, err: TextIO) 
     history: list[ChatMessage] = []
     last: Done | None = None
     interactive = stdin.isatty()
-    with EngineClient() as client:
+    with EngineClient(batch_invariant=args.reproducible) as client:
         loaded = _load(client, settings, err)
         print(f"Chatting with {loaded.name}. Commands: /reset, /system TEXT, /stats, /quit.",
               file=err)
@@ -372,6 +539,11 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None,
             return cmd_generate(args, out, err)
         if args.command == "chat":
             return cmd_chat(args, stdin, out, err)
+        if args.command == "classify":
+            return cmd_classify(args, stdin, out, err)
+        if args.command in ("summarize", "translate"):
+            from engine.cli_documents import run_document_command
+            return run_document_command(args, out, err)
         parser.print_help(err)
         return EXIT_USAGE
     except CliError as exc:

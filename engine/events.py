@@ -15,6 +15,7 @@ class FinishReason(StrEnum):
     LENGTH = "length"  # max_tokens reached or the context is full
     CANCELLED = "cancelled"
     ERROR = "error"
+    BANNED = "banned"  # every continuation the model tried contained a banned phrase
 
 
 class ErrorKind(StrEnum):
@@ -25,6 +26,7 @@ class ErrorKind(StrEnum):
     CONTEXT_OVERFLOW = "context_overflow"  # the prompt does not fit and the policy refuses
     ENGINE_CRASHED = "engine_crashed"  # the engine process died
     BAD_REQUEST = "bad_request"  # invalid parameters (e.g. a malformed grammar)
+    DOCUMENT_INVALID = "document_invalid"  # a document that cannot be read (see DocumentError)
     INTERNAL = "internal"
 
 
@@ -44,6 +46,19 @@ class Token:
     text: str
     logprob: float | None = None
     alternatives: tuple[TokenAlternative, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Rollback:
+    """Banned-phrase enforcement undid the last ``n_tokens`` ``Token`` events, whose text adds
+    up to the last ``n_chars`` characters streamed so far: drop them from the display.
+    Generation then resumes from that point with the offending token banned there, so the
+    ``Token`` events that follow replace what was dropped. ``Done.text`` never contains
+    dropped text. Only requests with ``SamplingParams.ban_phrases`` produce this event."""
+
+    n_tokens: int
+    n_chars: int
+    phrase: str  # the banned phrase that appeared
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +103,7 @@ class Stats:
     context_used: int = 0  # tokens in the context after this request
     dropped_messages: int = 0
     restored_snapshot: bool = False  # the session's KV state came from the snapshot cache
+    rollbacks: int = 0  # times banned-phrase enforcement went back and resampled
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,4 +128,20 @@ class Tokenized:
     tokens: tuple[int, ...]
 
 
-Event = Token | Progress | ModelLoaded | ContextTrimmed | Stats | Done | Error | Tokenized
+@dataclass(frozen=True, slots=True)
+class RenderedChat:
+    """A conversation rendered with the model's chat template, and its prompt tokens."""
+
+    text: str
+    tokens: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """Log-probability of each continuation after a prompt (sum over its tokens)."""
+
+    logprobs: tuple[float, ...]
+
+
+Event = (Token | Rollback | Progress | ModelLoaded | ContextTrimmed | Stats | Done | Error
+         | Tokenized | RenderedChat | Scores)

@@ -40,6 +40,9 @@ class SamplingParams:
     n_probs: int = _opt(0, lo=0, hi=20, help="Report this many top alternatives per token.")
     grammar: str | None = _opt(None, help="GBNF grammar constraining the output.")
     logit_bias: tuple[tuple[int, float], ...] = _opt((), help="(token id, bias) pairs.")
+    ban_phrases: tuple[str, ...] = _opt(
+        (), help="Words or phrases that never appear in the output (enforced while decoding).")
+    ban_any_case: bool = _opt(False, help="Match banned phrases in any casing.")
 
     def validate(self) -> list[str]:
         """Problems with the values, as sentences; empty when valid."""
@@ -111,3 +114,4 @@ class CompletionRequest:
     session_id: str = "default"
     add_bos: bool = True
     forced_prefix_tokens: tuple[int, ...] = ()  # appended after the prompt before sampling
+    echo_forced: bool = False  # stream the forced tokens as Token events; Done.text has them

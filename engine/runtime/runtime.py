@@ -8,7 +8,10 @@ It runs in the engine process (see ``engine.worker``); everything else reaches i
   history is kept so a follow-up turn is a token-level extension of the last one;
 - a long prompt can be aborted mid-evaluation (llama.cpp's abort callback);
 - detokenization is incremental and stop strings are matched across tokens at constant cost;
-- switching sessions saves and restores per-sequence KV state instead of re-prefilling.
+- switching sessions saves and restores per-sequence KV state instead of re-prefilling;
+- banned phrases are enforced while decoding: a phrase that appears is rolled back to the
+  token where it began and resampled with that token banned there (``_generate``);
+- continuations can be scored (``score``) without sampling, for classification.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +37,8 @@ from engine.events import (
     FinishReason,
     ModelLoaded,
     Progress,
+    RenderedChat,
+    Rollback,
     Stats,
     Token,
     TokenAlternative,
@@ -49,7 +54,15 @@ from engine.options import (
     SamplingParams,
 )
 from engine.runtime.chat_template import ChatTemplate
-from engine.runtime.snapshots import SessionHistory, Snapshot, SnapshotCache
+from engine.runtime.grammar import grammar_problems
+from engine.runtime.phrase_guard import PhraseGuard, fold
+from engine.runtime.sampling import TokenSampler
+from engine.runtime.snapshots import (
+    DEFAULT_SNAPSHOT_BUDGET,
+    SessionHistory,
+    Snapshot,
+    SnapshotCache,
+)
 from engine.runtime.text_stream import TextStream
 from engine.system import physical_cores
 
@@ -59,7 +72,13 @@ CancelCheck = Callable[[], bool]
 
 _KV_GGML_TYPES = {KVType.F16: 1, KVType.Q8_0: 8, KVType.Q4_0: 2}
 _LLAMA_DECODE_ABORTED = 2
-DEFAULT_SNAPSHOT_BUDGET = 384 * 1024 * 1024
+# A banned token's logit. Finite on purpose: if a grammar allows only banned tokens, one of
+# them is still sampled (the phrase check then rolls back further) instead of the sampler
+# seeing all -inf, and it stays finite after division by a small temperature.
+_BANNED_LOGIT = -1e30
+# Rollbacks allowed per request: a base plus a few per requested token.
+_ROLLBACK_BASE = 64
+_ROLLBACKS_PER_TOKEN = 4
 
 
 class Cancelled(Exception):
@@ -73,6 +92,49 @@ class _Timer:
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
+
+    def saw(self, text: str) -> None:
+        if text and self.first_text is None:
+            self.first_text = time.perf_counter()
+
+
+@dataclass
+class _Output:
+    """What one request has streamed: echoed forced tokens, then generated ones."""
+
+    stops: Sequence[str]
+    stream: TextStream = field(init=False)
+    echoed: list[bytes] = field(default_factory=list)
+    generated: list[int] = field(default_factory=list)
+    pieces: list[bytes] = field(default_factory=list)
+    token_ends: list[int] = field(default_factory=list)  # decoded characters after each token
+    rollbacks: int = 0
+
+    def __post_init__(self) -> None:
+        self.stream = TextStream(self.stops)
+
+    def echo(self, piece: bytes) -> str:
+        self.echoed.append(piece)
+        return self.stream.push(piece)
+
+    def push(self, token: int, piece: bytes) -> str:
+        self.generated.append(token)
+        self.pieces.append(piece)
+        text = self.stream.push(piece)
+        self.token_ends.append(self.stream.decoded_chars)
+        return text
+
+    def truncate(self, n_tokens: int) -> int:
+        """Keep the first ``n_tokens`` generated tokens; return how many streamed characters
+        that takes back. The text stream is rebuilt by replaying what is kept."""
+        emitted = self.stream.emitted_chars
+        del self.generated[n_tokens:]
+        del self.pieces[n_tokens:]
+        del self.token_ends[n_tokens:]
+        self.stream = TextStream(self.stops)
+        for piece in self.echoed + self.pieces:
+            self.stream.push(piece)
+        return emitted - self.stream.emitted_chars
 
 
 class Runtime:
@@ -92,6 +154,8 @@ class Runtime:
         self._cancel: CancelCheck = lambda: False
         self._abort_active = False
         self._abort_cb = None
+        self._vocab_text: dict[bool, list[str]] = {}  # token texts, plain and case-folded
+        self._always_banned: tuple[tuple[tuple[str, ...], bool], np.ndarray] | None = None
 
     # ------------------------------------------------------------------ loading
 
@@ -168,6 +232,8 @@ class Runtime:
         self._kv_tokens = []
         self._history.clear()
         self.snapshots.clear()
+        self._vocab_text.clear()
+        self._always_banned = None
 
     def _install_abort_callback(self) -> None:
         import llama_cpp
@@ -230,6 +296,18 @@ class Runtime:
         text = self.render_chat(messages)
         return len(self.tokenize(text, add_bos=self._chat_add_bos(text)))
 
+    def chat_prompt(self, messages: Sequence[ChatMessage],
+                    add_generation_prompt: bool = True) -> RenderedChat:
+        """The conversation as the model sees it: template text and prompt tokens."""
+        text = self.template.render(messages, add_generation_prompt=add_generation_prompt)
+        return RenderedChat(text, tuple(self.tokenize(text, add_bos=self._chat_add_bos(text))))
+
+    def validate_grammar(self, text: str) -> list[str]:
+        """Problems with a GBNF grammar (see ``engine.runtime.grammar``); token references
+        are resolved against the loaded model's vocabulary when there is one."""
+        vocab = self._llama._model.vocab if self._llama is not None else None
+        return grammar_problems(text, vocab)
+
     # -------------------------------------------------------------------- chat
 
     def chat(self, request: ChatRequest, cancel: CancelCheck) -> Iterator[Event]:
@@ -271,19 +349,88 @@ class Runtime:
         self._check_sampling(request.sampling)
         restored = self._switch_session(request.session_id)
         tokens = self.tokenize(request.prompt, add_bos=request.add_bos, special=False)
-        tokens += list(request.forced_prefix_tokens)
+        forced = list(request.forced_prefix_tokens)
+        self._check_token_ids(forced, "forced token")
+        tokens += forced
         if not tokens:
             raise BadRequestError("The prompt is empty.")
         limit = self._prompt_limit(request.sampling)
         if len(tokens) > limit:
             raise ContextOverflowError(len(tokens), limit)
         yield from self._run(request.session_id, request.prompt, tokens, request.sampling,
-                             cancel, timer, 0, restored, history=False)
+                             cancel, timer, 0, restored, history=False, forced=len(forced),
+                             echo_forced=request.echo_forced)
+
+    def score(self, prompt_tokens: Sequence[int], continuations: Sequence[Sequence[int]],
+              cancel: CancelCheck = lambda: False, session_id: str = "score") -> list[float]:
+        """Log-probability of each continuation after the prompt: the sum of its tokens'
+        log-probabilities, each read from the model's logits at that step (no sampling).
+
+        The prompt is evaluated once (reusing the KV prefix of the previous request in
+        ``session_id``); each continuation is evaluated in one batch after it and removed
+        again, so only the prompt stays cached. Raises ``Cancelled`` when cancelled."""
+        llm = self._require_model()
+        prompt = list(prompt_tokens)
+        options = [list(c) for c in continuations]
+        if not prompt:
+            raise BadRequestError("Scoring needs a prompt of at least one token.")
+        if not options or any(not c for c in options):
+            raise BadRequestError("Scoring needs continuations of at least one token each.")
+        self._check_token_ids(prompt + [t for c in options for t in c], "scored token")
+        needed = len(prompt) + max(len(c) for c in options)
+        if needed > llm.n_ctx():
+            raise ContextOverflowError(needed, llm.n_ctx())
+        self._switch_session(session_id)
+        reused = self._prepare_prompt(prompt)
+        self._evaluate(prompt[reused:], cancel)
+        first = self._logits().copy()
+        first_logsum = _logsumexp(first)
+        results = []
+        for option in options:
+            if cancel():
+                raise Cancelled
+            total = float(first[option[0]]) - first_logsum
+            for step, logits in enumerate(self._decode_with_logits(option[:-1]), start=1):
+                total += float(logits[option[step]]) - _logsumexp(logits)
+            self._truncate_kv(len(prompt))
+            results.append(total)
+        return results
+
+    def _decode_with_logits(self, tokens: Sequence[int]) -> Iterator[np.ndarray]:
+        """Append ``tokens`` to the KV cache, yielding the logits after each one."""
+        import llama_cpp
+
+        llm = self._llama
+        n_vocab = llm.n_vocab()
+        for start in range(0, len(tokens), llm.n_batch):
+            chunk = list(tokens[start:start + llm.n_batch])
+            n_past = len(self._kv_tokens)
+            llm._batch.set_batch(batch=chunk, n_past=n_past, logits_all=True)
+            rc = llama_cpp.llama_decode(llm.ctx, llm._batch.batch)
+            if rc != 0:
+                self._truncate_kv(n_past)
+                raise VersoError(f"llama_decode failed with code {rc} while scoring.")
+            self._kv_tokens.extend(chunk)
+            for i in range(len(chunk)):
+                yield np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, i),
+                                            shape=(n_vocab,))
 
     def _check_sampling(self, sampling: SamplingParams) -> None:
         problems = sampling.validate()
         if problems:
             raise BadRequestError("Invalid sampling settings: " + "; ".join(problems) + ".")
+        self._check_token_ids([t for t, _ in sampling.logit_bias], "logit-bias token")
+        if sampling.grammar:
+            problems = self.validate_grammar(sampling.grammar)
+            if problems:
+                raise BadRequestError("The grammar is not valid: " + "; ".join(problems) + ".")
+
+    def _check_token_ids(self, tokens: Sequence[int], what: str) -> None:
+        n_vocab = self._require_model().n_vocab()
+        bad = [t for t in tokens if not 0 <= t < n_vocab]
+        if bad:
+            raise BadRequestError(f"The {what} id {bad[0]} is not in the model's vocabulary "
+                                  f"(0 to {n_vocab - 1}).")
 
     def _prompt_limit(self, sampling: SamplingParams) -> int:
         """Tokens a prompt may use: the context minus room for a reply (at most a quarter of
@@ -430,64 +577,66 @@ class Runtime:
 
     # ------------------------------------------------------------- generation
 
-    def _build_sampler(self, sampling: SamplingParams):
-        import llama_cpp
-        from llama_cpp._internals import LlamaSampler
-
+    def _build_sampler(self, sampling: SamplingParams, seed: int,
+                       forced: Sequence[int] = (), generated: Sequence[int] = ()
+                       ) -> TokenSampler:
+        """A sampler in the state after ``forced`` then ``generated`` tokens (the grammar's
+        position, the penalties' window). Forced tokens come from the caller, so each is
+        checked against the grammar first."""
         llm = self._llama
-        seed = sampling.seed if sampling.seed >= 0 else random.randrange(2**31)
-        sampler = LlamaSampler()
-        if sampling.logit_bias:
-            sampler.add_logit_bias(llm.n_vocab(), dict(sampling.logit_bias))
-        if (sampling.repeat_penalty != 1.0 or sampling.presence_penalty
-                or sampling.frequency_penalty):
-            sampler.add_penalties(llm.n_vocab(), sampling.repeat_last_n, sampling.repeat_penalty,
-                                  sampling.frequency_penalty, sampling.presence_penalty)
-        if sampling.grammar:
-            grammar_sampler = llama_cpp.llama_sampler_init_grammar(
-                llm._model.vocab, sampling.grammar.encode("utf-8"), b"root")
-            if not grammar_sampler:
-                raise BadRequestError("The grammar is not valid GBNF (llama.cpp rejected it).")
-            llama_cpp.llama_sampler_chain_add(sampler.sampler, grammar_sampler)
-        if sampling.temperature <= 0:
-            sampler.add_greedy()
-        elif sampling.mirostat == 1:
-            sampler.add_temp(sampling.temperature)
-            sampler.add_mirostat(llm.n_vocab(), seed, sampling.mirostat_tau,
-                                 sampling.mirostat_eta, 100)
-        elif sampling.mirostat == 2:
-            sampler.add_temp(sampling.temperature)
-            sampler.add_mirostat_v2(seed, sampling.mirostat_tau, sampling.mirostat_eta)
-        else:
-            if sampling.top_k > 0:
-                sampler.add_top_k(sampling.top_k)
-            if sampling.typical_p < 1.0:
-                sampler.add_typical(sampling.typical_p, 1)
-            if sampling.top_p < 1.0:
-                sampler.add_top_p(sampling.top_p, 1)
-            if sampling.min_p > 0.0:
-                sampler.add_min_p(sampling.min_p, 1)
-            sampler.add_temp(sampling.temperature)
-            sampler.add_dist(seed)
+        sampler = TokenSampler(sampling, seed, llm._model.vocab, llm.n_vocab())
+        for i, token in enumerate(forced):
+            if not sampler.allows(token):
+                sampler.close()
+                raise BadRequestError(f"Forced token {i} (id {token}) is not allowed by the "
+                                      "grammar at that point.")
+            sampler.accept(token)
+        for token in generated:
+            sampler.accept(token)
         return sampler
 
-    def _alternatives(self, token: int, n_probs: int) -> tuple[float, tuple[TokenAlternative, ...]]:
+    def _logits(self) -> np.ndarray:
+        """The last decoded position's logits: a writable view of llama.cpp's buffer."""
         import llama_cpp
 
         llm = self._llama
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1),
-                                       shape=(llm.n_vocab(),))
-        top = float(logits.max())
-        logsum = top + math.log(float(np.exp(logits - top).sum()))
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1),
+                                     shape=(llm.n_vocab(),))
+
+    def _alternatives(self, logits: np.ndarray, token: int, n_probs: int
+                      ) -> tuple[float, tuple[TokenAlternative, ...]]:
+        """Log-probabilities under the model's own distribution (before any sampler or ban)."""
+        logsum = _logsumexp(logits)
         chosen = float(logits[token]) - logsum
         best = np.argpartition(-logits, n_probs)[:n_probs]
-        best = best[np.argsort(-logits[best])]
+        best = best[np.argsort(-logits[best], kind="stable")]
         alternatives = tuple(
             TokenAlternative(int(t), self._piece(int(t)).decode("utf-8", errors="replace"),
                              float(logits[t]) - logsum)
             for t in best
         )
         return chosen, alternatives
+
+    def _tokens_containing(self, guard: PhraseGuard) -> np.ndarray:
+        """Tokens whose own text contains a banned phrase: banned at every position. The
+        vocabulary's texts are built once per model, the last answer is kept."""
+        key = (guard.phrases, guard.any_case)
+        if self._always_banned is not None and self._always_banned[0] == key:
+            return self._always_banned[1]
+        texts = self._vocab_text.get(guard.any_case)
+        if texts is None:
+            plain = self._vocab_text.get(False)
+            if plain is None:
+                plain = [self._piece(t).decode("utf-8", errors="ignore")
+                         for t in range(self._llama.n_vocab())]
+                self._vocab_text[False] = plain
+            texts = [fold(t) for t in plain] if guard.any_case else plain
+            self._vocab_text[guard.any_case] = texts
+        phrases = guard.phrases
+        banned = np.fromiter((i for i, t in enumerate(texts) if any(p in t for p in phrases)),
+                             dtype=np.int64)
+        self._always_banned = (key, banned)
+        return banned
 
     def _piece(self, token: int) -> bytes:
         """The token's bytes. ``LlamaModel.token_to_piece`` returns its whole 32-byte buffer
@@ -505,10 +654,15 @@ class Runtime:
 
     def _run(self, session_id: str, prompt_text: str, tokens: list[int],
              sampling: SamplingParams, cancel: CancelCheck, timer: _Timer,
-             dropped_messages: int, restored: bool, history: bool = True) -> Iterator[Event]:
-        import llama_cpp
-
+             dropped_messages: int, restored: bool, history: bool = True,
+             forced: int = 0, echo_forced: bool = False) -> Iterator[Event]:
+        """Evaluate ``tokens`` and generate. The last ``forced`` of them were chosen by the
+        caller rather than the prompt: the sampler state starts after them, and with
+        ``echo_forced`` they are streamed as output first."""
         llm = self._require_model()
+        forced_tokens = tokens[len(tokens) - forced:] if forced else []
+        seed = sampling.seed if sampling.seed >= 0 else random.randrange(2**31)
+        sampler = self._build_sampler(sampling, seed, forced_tokens)
         reused = self._prepare_prompt(tokens)
         to_eval = tokens[reused:]
         events: list[Event] = []
@@ -517,9 +671,7 @@ class Runtime:
             events.append(Progress("prompt", done, len(to_eval)))
 
         prompt_start = time.perf_counter()
-        stream = TextStream(sampling.stop)
-        generated: list[int] = []
-        token_ends: list[int] = []  # decoded characters after each generated token
+        out = _Output(sampling.stop)
         finish = FinishReason.LENGTH
         try:
             try:
@@ -534,46 +686,98 @@ class Runtime:
                     time.perf_counter(), dropped_messages))
                 return
             prompt_end = time.perf_counter()
-            sampler = self._build_sampler(sampling)
-            vocab = llm._model.vocab
-            n_ctx = llm.n_ctx()
-            while True:
-                if len(generated) >= sampling.max_tokens:
-                    finish = FinishReason.LENGTH
-                    break
-                if cancel():
-                    finish = FinishReason.CANCELLED
-                    break
-                token = sampler.sample(llm._ctx, -1)
-                if llama_cpp.llama_vocab_is_eog(vocab, token):
-                    finish = FinishReason.STOP
-                    break
-                logprob, alternatives = (self._alternatives(token, sampling.n_probs)
-                                         if sampling.n_probs else (None, ()))
-                generated.append(token)
-                text = stream.push(self._piece(token))
-                token_ends.append(stream.decoded_chars)
-                if text and timer.first_text is None:
-                    timer.first_text = time.perf_counter()
-                yield Token(token, text, logprob, alternatives)
-                if stream.stopped:
-                    finish = FinishReason.STOP
-                    break
-                if len(self._kv_tokens) + 1 >= n_ctx:
-                    finish = FinishReason.LENGTH
-                    break
-                self._decode_one(token)
-            tail = stream.flush()
+            if echo_forced:
+                for token in forced_tokens:
+                    text = out.echo(self._piece(token))
+                    timer.saw(text)
+                    yield Token(token, text)
+            if out.stream.stopped:
+                finish = FinishReason.STOP
+            else:
+                finish = yield from self._generate(out, tokens, forced_tokens, sampling, seed,
+                                                   sampler, cancel, timer)
+            tail = out.stream.flush()
             if tail:
-                if timer.first_text is None:
-                    timer.first_text = time.perf_counter()
+                timer.saw(tail)
                 yield Token(-1, tail)
         finally:
             if history:
-                self._remember(session_id, prompt_text, tokens, generated, token_ends, stream)
-        stats = self._stats(tokens, reused, len(tokens) - reused, len(generated), timer,
-                            prompt_start, prompt_end, dropped_messages, restored)
-        yield Done(finish, stream.text, stats)
+                self._remember(session_id, prompt_text, tokens, out.generated, out.token_ends,
+                               out.stream)
+        stats = self._stats(tokens, reused, len(tokens) - reused, len(out.generated), timer,
+                            prompt_start, prompt_end, dropped_messages, restored, out.rollbacks)
+        yield Done(finish, out.stream.text, stats)
+
+    def _generate(self, out: _Output, tokens: list[int], forced: list[int],
+                  sampling: SamplingParams, seed: int, sampler: TokenSampler,
+                  cancel: CancelCheck, timer: _Timer) -> Generator[Event, None, FinishReason]:
+        """The token loop. With banned phrases, each new token is checked before it is
+        streamed; on a hit, generation goes back to the token where the phrase began, bans
+        that token at that position and resamples (``Rollback`` retracts what was already
+        streamed). Tokens whose own text contains a phrase are banned everywhere."""
+        import llama_cpp
+
+        llm = self._llama
+        vocab = llm._model.vocab
+        n_ctx = llm.n_ctx()
+        guard: PhraseGuard | None = None
+        always_banned = np.empty(0, dtype=np.int64)
+        if any(sampling.ban_phrases):
+            guard = PhraseGuard(sampling.ban_phrases, sampling.ban_any_case)
+            for token in forced:
+                guard.push(self._piece(token))
+            guard.locked = len(guard)
+            always_banned = self._tokens_containing(guard)
+        bans: dict[int, set[int]] = {}  # generated-token position -> tokens banned there
+        budget = _ROLLBACK_BASE + _ROLLBACKS_PER_TOKEN * sampling.max_tokens
+        while True:
+            if len(out.generated) >= sampling.max_tokens:
+                return FinishReason.LENGTH
+            if cancel():
+                return FinishReason.CANCELLED
+            position = len(out.generated)
+            logits = raw = self._logits()
+            if guard is not None:
+                raw = logits.copy()
+                logits[always_banned] = _BANNED_LOGIT
+                if position in bans:
+                    logits[list(bans[position])] = _BANNED_LOGIT
+            token = sampler.sample(logits)
+            if llama_cpp.llama_vocab_is_eog(vocab, token):
+                return FinishReason.STOP
+            piece = self._piece(token)
+            hit = guard.push(piece) if guard is not None else None
+            if hit is not None:
+                if out.rollbacks >= budget:
+                    return FinishReason.BANNED
+                out.rollbacks += 1
+                at = hit.token_index - len(forced)
+                bans = {p: b for p, b in bans.items() if p <= at}
+                bans.setdefault(at, set()).add(out.generated[at] if at < position else token)
+                guard.truncate(len(forced) + at)
+                if at == position:
+                    logits[:] = raw
+                    continue
+                n_chars = out.truncate(at)
+                yield Rollback(position - at, n_chars, hit.phrase)
+                kept = tokens + out.generated
+                self._truncate_kv(len(kept) - 1)
+                self._decode_one(kept[-1])  # fresh logits for the position rolled back to
+                sampler.close()
+                sampler = self._build_sampler(sampling, (seed + out.rollbacks) % 2**31, forced,
+                                              out.generated)
+                continue
+            sampler.accept(token)
+            logprob, alternatives = (self._alternatives(raw, token, sampling.n_probs)
+                                     if sampling.n_probs else (None, ()))
+            text = out.push(token, piece)
+            timer.saw(text)
+            yield Token(token, text, logprob, alternatives)
+            if out.stream.stopped:
+                return FinishReason.STOP
+            if len(self._kv_tokens) + 1 >= n_ctx:
+                return FinishReason.LENGTH
+            self._decode_one(token)
 
     def _remember(self, session_id: str, prompt_text: str, prompt_tokens: list[int],
                   generated: list[int], token_ends: list[int], stream: TextStream) -> None:
@@ -592,7 +796,7 @@ class Runtime:
 
     def _stats(self, tokens: list[int], reused: int, evaluated: int, generated: int,
                timer: _Timer, prompt_start: float, prompt_end: float,
-               dropped_messages: int, restored: bool = False) -> Stats:
+               dropped_messages: int, restored: bool = False, rollbacks: int = 0) -> Stats:
         now = time.perf_counter()
         prompt_s = prompt_end - prompt_start
         gen_s = now - prompt_end
@@ -610,6 +814,7 @@ class Runtime:
             context_used=len(self._kv_tokens),
             dropped_messages=dropped_messages,
             restored_snapshot=restored,
+            rollbacks=rollbacks,
         )
 
 
@@ -623,6 +828,11 @@ def _oldest_turn(messages: list[ChatMessage]) -> list[int] | None:
     while end < len(messages) - 1 and messages[end].role != "user":
         end += 1
     return list(range(first, end))
+
+
+def _logsumexp(values: np.ndarray) -> float:
+    top = float(values.max())
+    return top + math.log(float(np.exp(values - top).sum()))
 
 
 def error_event(exc: BaseException, partial_text: str = "") -> Error:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
+DEFAULT_SNAPSHOT_BUDGET = 384 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class SessionHistory:

@@ -187,9 +187,36 @@ _FULL_TEXT_SEARCH = _statements(
     "INSERT INTO conversations_fts (conversations_fts) VALUES ('rebuild')",
 )
 
+# Document jobs (summarize, translate): settings and per-step results, so a cancelled or
+# crashed job resumes where it stopped.
+_JOBS = _statements(
+    """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        inputs_hash TEXT NOT NULL,
+        settings_json TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('running', 'cancelled', 'failed', 'done')),
+        result_json TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE job_steps (
+        job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        step TEXT NOT NULL,
+        result_json TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (job_id, step)
+    )
+    """,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core tables", _CORE_TABLES),
     Migration(2, "full-text search", _FULL_TEXT_SEARCH),
+    Migration(3, "document jobs", _JOBS),
 )
 
 

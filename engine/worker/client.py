@@ -10,15 +10,18 @@ engine and reloads the model that was loaded.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import multiprocessing as mp
 import signal
+import sys
 import threading
 import time
 import weakref
 from collections.abc import Iterator, Sequence
+from typing import TypeVar
 
-from engine.errors import VersoError
+from engine.errors import BadRequestError, VersoError
 from engine.events import (
     Done,
     Error,
@@ -26,16 +29,42 @@ from engine.events import (
     Event,
     FinishReason,
     ModelLoaded,
-    Token,
+    RenderedChat,
+    Scores,
     Tokenized,
 )
 from engine.options import ChatMessage, ChatRequest, CompletionRequest, LoadSettings
-from engine.runtime.runtime import DEFAULT_SNAPSHOT_BUDGET
+from engine.runtime.batch import BatchRequest
+from engine.runtime.runtime import DEFAULT_SNAPSHOT_BUDGET, Cancelled
 from engine.worker import protocol as p
-from engine.worker.process import serve
+from engine.worker.process import track_partial
 
+_R = TypeVar("_R")
 _POLL_S = 0.05
 _DRAIN_S = 5.0
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Start the engine without re-running the caller's ``__main__`` in it.
+
+    ``spawn`` imports the parent's main script in the child before anything else; for the
+    app that means Qt, and any C extension loaded before llama_cpp can break a GPU build
+    (see ``engine.worker.child``). The engine's entry point lives in its own module, so the
+    child does not need the parent's main."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {name: main.__dict__[name] for name in ("__spec__", "__file__")
+             if name in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
 
 
 def describe_exit(code: int | None) -> str:
@@ -54,14 +83,22 @@ def describe_exit(code: int | None) -> str:
     return f"exited with code {code}"
 
 
+def _exception(error: Error) -> VersoError:
+    """The exception an in-process ``Runtime`` would have raised for this error."""
+    if error.kind is ErrorKind.BAD_REQUEST:
+        return BadRequestError(error.message)
+    return VersoError(error.message, error.kind)
+
+
 class EngineClient:
     """One engine process, one request at a time. Thread-safe: ``cancel`` may be called from
     any thread while another thread iterates a request's events."""
 
     def __init__(self, snapshot_budget_bytes: int = DEFAULT_SNAPSHOT_BUDGET,
-                 reuse_kv: bool = True) -> None:
+                 reuse_kv: bool = True, batch_invariant: bool = False) -> None:
         self._snapshot_budget = snapshot_budget_bytes
         self._reuse_kv = reuse_kv
+        self._batch_invariant = batch_invariant
         self._mp = mp.get_context("spawn")
         self._proc: mp.process.BaseProcess | None = None
         self._commands = None
@@ -91,11 +128,15 @@ class EngineClient:
         self._discard_process()
         cmd_r, cmd_w = self._mp.Pipe(duplex=False)
         evt_r, evt_w = self._mp.Pipe(duplex=False)
+        from engine.worker.child import serve
+
         self._proc = self._mp.Process(
-            target=serve, args=(cmd_r, evt_w, self._snapshot_budget, self._reuse_kv),
+            target=serve,
+            args=(cmd_r, evt_w, self._snapshot_budget, self._reuse_kv, self._batch_invariant),
             name="verso-engine", daemon=True,
         )
-        self._proc.start()
+        with _main_module_hidden():
+            self._proc.start()
         cmd_r.close()
         evt_w.close()
         self._commands, self._events = cmd_w, evt_r
@@ -168,6 +209,28 @@ class EngineClient:
     def count_chat_tokens(self, messages: Sequence[ChatMessage]) -> int:
         return self._collect(p.CountChat(tuple(messages))).tokens[0]
 
+    def chat_prompt(self, messages: Sequence[ChatMessage],
+                    add_generation_prompt: bool = True) -> RenderedChat:
+        """The conversation rendered with the model's chat template, and its tokens."""
+        return self._result(p.ChatPrompt(tuple(messages), add_generation_prompt), RenderedChat)
+
+    def score(self, prompt_tokens: Sequence[int], continuations: Sequence[Sequence[int]],
+              session_id: str = "score") -> list[float]:
+        """Log-probability of each continuation after the prompt (see ``Runtime.score``).
+        Raises ``Cancelled`` if ``cancel`` stopped it."""
+        command = p.Score(tuple(prompt_tokens), tuple(tuple(c) for c in continuations),
+                          session_id)
+        return list(self._result(command, Scores).logprobs)
+
+    def validate_grammar(self, text: str) -> list[str]:
+        """Problems with a GBNF grammar, checked against the loaded model's vocabulary."""
+        return list(self._result(p.ValidateGrammar(text), p.Problems).items)
+
+    def generate_batch(self, request: BatchRequest) -> Iterator[Event]:
+        """Decode several prompts together (see ``engine.runtime.batch``); stop iterating to
+        cancel."""
+        return self._run(p.GenerateBatch(request))
+
     def forget_session(self, session_id: str) -> None:
         if self.alive():
             self._collect(p.ForgetSession(session_id))
@@ -195,10 +258,20 @@ class EngineClient:
         result = Tokenized(())
         for event in self._run(command):
             if isinstance(event, Error):
-                raise VersoError(event.message, event.kind)
+                raise _exception(event)
             if isinstance(event, Tokenized):
                 result = event
         return result
+
+    def _result(self, command: p.Command, kind: type[_R]) -> _R:
+        for event in self._run(command):
+            if isinstance(event, Error):
+                raise _exception(event)
+            if isinstance(event, Done) and event.finish_reason is FinishReason.CANCELLED:
+                raise Cancelled
+            if isinstance(event, kind):
+                return event
+        raise VersoError(f"The engine returned no {kind.__name__}.")
 
     def _run(self, command: p.Command, recover: bool = True) -> Iterator[Event]:
         with self._busy:
@@ -237,8 +310,7 @@ class EngineClient:
                 if isinstance(event, p.Finished):
                     finished = True
                     return
-                if isinstance(event, Token):
-                    partial.append(event.text)
+                track_partial(partial, event)
                 yield event
         except (EOFError, OSError, BrokenPipeError):
             finished = True

@@ -10,8 +10,9 @@ import threading
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 
-from engine.events import Event, Token, Tokenized
-from engine.runtime.runtime import Runtime, error_event
+from engine.events import Done, Event, FinishReason, Rollback, Scores, Token, Tokenized
+from engine.runtime.batch import generate_batch
+from engine.runtime.runtime import Cancelled, Runtime, error_event
 from engine.worker import protocol as p
 
 log = logging.getLogger(__name__)
@@ -33,14 +34,36 @@ def dispatch(runtime: Runtime, command: p.Command, cancel: Callable[[], bool]) -
             yield p.Text(runtime.detokenize(tokens))  # type: ignore[misc]
         case p.CountChat(messages):
             yield Tokenized((runtime.count_chat_tokens(messages),))
+        case p.ChatPrompt(messages, add_generation_prompt):
+            yield runtime.chat_prompt(messages, add_generation_prompt)
+        case p.Score(prompt_tokens, continuations, session_id):
+            try:
+                yield Scores(tuple(runtime.score(prompt_tokens, continuations, cancel,
+                                                 session_id)))
+            except Cancelled:
+                yield Done(FinishReason.CANCELLED)
+        case p.ValidateGrammar(text):
+            yield p.Problems(tuple(runtime.validate_grammar(text)))  # type: ignore[misc]
         case p.ForgetSession(session_id):
             runtime.forget_session(session_id)
+        case p.GenerateBatch(request):
+            yield from generate_batch(runtime, request, cancel)  # type: ignore[misc]
+
+
+def track_partial(partial: list[str], event: Event) -> None:
+    """Keep ``partial`` equal to the text streamed so far (kept in an error event)."""
+    if isinstance(event, Token):
+        partial.append(event.text)
+    elif isinstance(event, Rollback) and event.n_chars:
+        text = "".join(partial)
+        partial[:] = [text[: len(text) - event.n_chars]]
 
 
 def serve(requests: Connection, events: Connection, snapshot_budget_bytes: int,
-          reuse_kv: bool) -> None:
+          reuse_kv: bool, batch_invariant: bool = False) -> None:
     logging.basicConfig(level=logging.WARNING, format="verso-engine %(levelname)s %(message)s")
-    runtime = Runtime(snapshot_budget_bytes=snapshot_budget_bytes, reuse_kv=reuse_kv)
+    runtime = Runtime(snapshot_budget_bytes=snapshot_budget_bytes, reuse_kv=reuse_kv,
+                      batch_invariant=batch_invariant)
     cancelled: set[int] = set()
     work: queue.Queue[tuple[int, p.Command] | None] = queue.Queue()
 
@@ -65,8 +88,7 @@ def serve(requests: Connection, events: Connection, snapshot_budget_bytes: int,
         partial: list[str] = []
         try:
             for event in dispatch(runtime, command, lambda rid=request_id: rid in cancelled):
-                if isinstance(event, Token):
-                    partial.append(event.text)
+                track_partial(partial, event)
                 events.send((request_id, event))
         except Exception as exc:  # every failure reaches the caller as an Error event
             log.debug("request %s failed", request_id, exc_info=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.options import ChatMessage, ChatRequest, CompletionRequest, LoadSettings
+from engine.runtime.batch import BatchRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,24 @@ class CountChat:
 
 
 @dataclass(frozen=True, slots=True)
+class ChatPrompt:
+    messages: tuple[ChatMessage, ...]
+    add_generation_prompt: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    prompt_tokens: tuple[int, ...]
+    continuations: tuple[tuple[int, ...], ...]
+    session_id: str = "score"
+
+
+@dataclass(frozen=True, slots=True)
+class ValidateGrammar:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class ForgetSession:
     session_id: str
 
@@ -71,4 +90,20 @@ class Text:
     text: str
 
 
-Command = Load | Unload | Chat | Complete | Tokenize | Detokenize | CountChat | ForgetSession
+@dataclass(frozen=True, slots=True)
+class Problems:
+    items: tuple[str, ...]
+
+
+Command = (Load | Unload | Chat | Complete | Tokenize | Detokenize | CountChat | ChatPrompt
+           | Score | ValidateGrammar | ForgetSession)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateBatch:
+    """Several prompts decoded together (``engine.runtime.batch``)."""
+
+    request: BatchRequest
+
+
+Command = Command | GenerateBatch

@@ -1,0 +1,70 @@
+"""Cutting a sentence that alone exceeds the token budget. Token boundaries are found by
+counting prefixes (the counter is the only view of the tokenizer), then the cut moves back
+to a space or a clause mark when one is near, and never separates a combining mark from its
+letter (Thai vowels and tones, accents)."""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Callable
+
+from engine.documents.model import Block
+
+_SOFT_BREAKS = "，、；：,;:)）」』"
+_LOOK_BACK = 0.25  # how far back (share of the slice) to look for a nicer cut
+
+
+def _longest_fit(
+    block: Block, start: int, end: int, count: Callable[[str], int], budget: int
+) -> int:
+    """The largest m (start < m < end) with count(block.markdown(start, m)) <= budget,
+    knowing the whole range does not fit. Counts are close to monotonic in m, which is all
+    a binary search needs here: the result is checked by the caller."""
+    hi = min(end, start + budget * 4)
+    while hi < end and count(block.markdown(start, hi)) <= budget:
+        hi = min(end, start + (hi - start) * 2)
+    lo = start + 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if count(block.markdown(start, mid)) <= budget:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _nicer_cut(text: str, start: int, cut: int) -> int:
+    floor = cut - int((cut - start) * _LOOK_BACK)
+    for i in range(cut - 1, max(floor, start + 1) - 1, -1):
+        if text[i].isspace() or text[i - 1] in _SOFT_BREAKS:
+            return i
+    while cut > start + 1 and unicodedata.combining(text[cut]):
+        cut -= 1
+    return cut
+
+
+def split_to_budget(
+    block: Block, start: int, end: int, count: Callable[[str], int], budget: int
+) -> list[tuple[int, int, int]]:
+    """Slices (start, end, tokens) of block.text[start:end], each within ``budget``."""
+    text = block.text
+    slices: list[tuple[int, int, int]] = []
+    while start < end:
+        tokens = count(block.markdown(start, end))
+        if tokens <= budget:
+            slices.append((start, end, tokens))
+            break
+        fit = _longest_fit(block, start, end, count, budget)
+        cut = _nicer_cut(text, start, fit)
+        stop = cut
+        while stop > start + 1 and text[stop - 1].isspace():
+            stop -= 1
+        tokens = count(block.markdown(start, stop))
+        if tokens > budget:  # the nicer cut counted more; keep the exact fit
+            stop = cut = fit
+            tokens = count(block.markdown(start, stop))
+        slices.append((start, stop, tokens))
+        start = cut
+        while start < end and text[start].isspace():
+            start += 1
+    return slices

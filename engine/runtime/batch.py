@@ -1,0 +1,399 @@
+"""Several completions decoded together as parallel sequences of one llama.cpp context.
+
+A second ``LlamaContext`` on the runtime's model holds ``n_parallel`` generating sequences
+plus one that only keeps the prompts' common token prefix: the prefix is evaluated once and
+copied (``llama_memory_seq_cp``; with a unified KV cache the copy shares cells) into each
+sequence before its own suffix is evaluated. Every step then decodes one token for each active
+sequence in a single ``llama_batch``; a finished sequence's slot takes the next waiting prompt.
+
+``required`` texts are enforced while decoding, not requested: when a sequence is about to end
+(end-of-generation token, stop string, or too few tokens left) while a required text is
+missing from its output, that text's tokens are forced instead, one per step.
+
+llama.cpp's kernels are not batch-invariant, so a sequence decoded beside others can differ
+slightly from the same prompt decoded alone. One prompt on its own is evaluated without prefix
+splitting, exactly as ``Runtime.complete`` does.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.errors import BadRequestError, ContextOverflowError, VersoError
+from engine.events import Done, FinishReason, Stats
+from engine.options import GREEDY, SamplingParams
+from engine.runtime.runtime import Runtime
+from engine.runtime.sampling import TokenSampler
+from engine.runtime.text_stream import TextStream
+from engine.system import physical_cores
+
+CancelCheck = Callable[[], bool]
+
+_ABORTED = 2
+_CTX_ROUND = 256
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    tokens: tuple[int, ...]  # the whole prompt, BOS included if wanted
+    required: tuple[str, ...] = ()  # texts the output must contain
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRequest:
+    items: tuple[BatchItem, ...]
+    sampling: SamplingParams = GREEDY
+    n_parallel: int = 4
+    logprobs: bool = False  # report each token's log-probability and the mean per item
+    min_tokens: int = 0  # end-of-generation tokens are refused before this many tokens
+
+
+@dataclass(frozen=True, slots=True)
+class SeqToken:
+    index: int  # into BatchRequest.items
+    token_id: int
+    text: str
+    logprob: float | None = None
+    forced: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SeqDone:
+    index: int
+    finish_reason: FinishReason
+    text: str
+    n_tokens: int
+    mean_logprob: float | None = None
+    forced_tokens: int = 0
+
+
+@dataclass
+class _Seq:
+    index: int
+    slot: int
+    sampler: TokenSampler
+    stops: tuple[str, ...]
+    required: list[str]
+    stream: TextStream = field(init=False)
+    raw: str = ""  # everything decoded, stop strings included
+    n_past: int = 0
+    generated: int = 0
+    logprob_sum: float = 0.0
+    forced_queue: list[int] = field(default_factory=list)
+    forced_done: set[str] = field(default_factory=set)
+    forced_count: int = 0
+    pending_token: int = -1  # sampled, streamed, not yet decoded
+
+    def __post_init__(self) -> None:
+        self.stream = TextStream(self.stops)
+
+    def missing(self) -> list[str]:
+        return [t for t in self.required if t not in self.raw and t not in self.forced_done]
+
+
+def common_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """Tokens shared by all prompts, leaving each at least one token of its own."""
+    if len(prompts) < 2:
+        return 0
+    first = prompts[0]
+    n = min(len(p) for p in prompts) - 1
+    for i in range(max(0, n)):
+        if any(p[i] != first[i] for p in prompts):
+            return i
+    return max(0, n)
+
+
+class BatchDecoder:
+    """One run of a ``BatchRequest`` on a fresh context (closed when the run ends, so it
+    never outlives the model it was made for)."""
+
+    def __init__(self, runtime: Runtime, request: BatchRequest, cancel: CancelCheck) -> None:
+        self.rt = runtime
+        self.llm = runtime._require_model()
+        self.request = request
+        self.cancel = cancel
+        self.n_parallel = max(1, min(request.n_parallel, len(request.items)))
+        self.prefix_seq = self.n_parallel
+        self.prompts = [list(item.tokens) for item in request.items]
+        self.prefix = common_prefix(self.prompts)
+        self.ctx = None
+        self.batch = None
+        self._abort_cb = None
+        self._abort_armed = False
+        self.evaluated = 0
+        self.generated = 0
+
+    # ------------------------------------------------------------ setup
+
+    def _open(self) -> None:
+        import llama_cpp
+        from llama_cpp._internals import LlamaBatch, LlamaContext
+
+        sampling = self.request.sampling
+        longest = max(len(p) for p in self.prompts)
+        train = self.llm._model.n_ctx_train()
+        if longest + sampling.max_tokens > train:
+            raise ContextOverflowError(longest + sampling.max_tokens, train)
+        per_seq = max(len(p) - self.prefix for p in self.prompts) + sampling.max_tokens + 8
+        n_ctx = self.prefix + self.n_parallel * per_seq
+        n_ctx = -(-n_ctx // _CTX_ROUND) * _CTX_ROUND
+        settings = self.rt._settings
+        threads = (settings.n_threads if settings else 0) or physical_cores()
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = params.n_ubatch = min(512, n_ctx)
+        params.n_seq_max = self.n_parallel + 1
+        params.kv_unified = True
+        params.n_threads = threads
+        params.n_threads_batch = (settings.n_threads_batch if settings else 0) or threads
+        params.flash_attn_type = 1 if (settings is None or settings.flash_attn) else 0
+        if settings is not None:
+            kv = {"f16": 1, "q8_0": 8, "q4_0": 2}[str(settings.kv_type)]
+            params.type_k = params.type_v = kv
+        self.ctx = LlamaContext(model=self.llm._model, params=params, verbose=False)
+        self.n_batch = params.n_batch
+        self.batch = LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=self.n_parallel + 1,
+                                verbose=False)
+
+        def abort(_data: ctypes.c_void_p) -> bool:
+            return self._abort_armed and self.cancel()
+
+        self._abort_cb = llama_cpp.ggml_abort_callback(abort)
+
+    def _arm(self, on: bool) -> None:
+        """Abort checks run per graph node; armed only during prompt evaluation."""
+        import llama_cpp
+
+        self._abort_armed = on
+        callback = self._abort_cb if on else ctypes.cast(None, llama_cpp.ggml_abort_callback)
+        llama_cpp.llama_set_abort_callback(self.ctx.ctx, callback, None)
+
+    def close(self) -> None:
+        if self.ctx is not None:
+            self.ctx.close()
+        if self.batch is not None:
+            self.batch.close()
+        self.ctx = self.batch = None
+
+    # ------------------------------------------------------------ decoding
+
+    def _decode(self, entries: Sequence[tuple[int, int, int, bool]]) -> None:
+        """Decode (token, position, seq, wants_logits) entries in one llama_batch."""
+        import llama_cpp
+
+        b = self.batch.batch
+        b.n_tokens = len(entries)
+        for j, (token, pos, seq, logits) in enumerate(entries):
+            b.token[j] = token
+            b.pos[j] = pos
+            b.seq_id[j][0] = seq
+            b.n_seq_id[j] = 1
+            b.logits[j] = logits
+        rc = llama_cpp.llama_decode(self.ctx.ctx, b)
+        if rc == _ABORTED:
+            raise _Aborted
+        if rc != 0:
+            raise VersoError(f"llama_decode failed with code {rc} in a batched run.")
+
+    def _evaluate(self, tokens: Sequence[int], start: int, seq: int) -> None:
+        """Evaluate a prompt slice in ``seq``; the last token's logits are kept."""
+        self._arm(True)
+        try:
+            for at in range(0, len(tokens), self.n_batch):
+                if self.cancel():
+                    raise _Aborted
+                part = tokens[at:at + self.n_batch]
+                last = at + len(part) == len(tokens)
+                self._decode([(t, start + at + i, seq, last and i == len(part) - 1)
+                              for i, t in enumerate(part)])
+                self.evaluated += len(part)
+        finally:
+            self._arm(False)
+
+    def _admit(self, index: int, slot: int, seed: int) -> _Seq:
+        import llama_cpp
+
+        memory = llama_cpp.llama_get_memory(self.ctx.ctx)
+        llama_cpp.llama_memory_seq_rm(memory, slot, -1, -1)
+        if self.prefix:
+            llama_cpp.llama_memory_seq_cp(memory, self.prefix_seq, slot, 0, self.prefix)
+        prompt = self.prompts[index]
+        self._evaluate(prompt[self.prefix:], self.prefix, slot)
+        sampling = self.request.sampling
+        return _Seq(index=index, slot=slot,
+                    sampler=TokenSampler(sampling, (seed + index) % 2**31, self.llm._model.vocab,
+                                         self.llm.n_vocab()),
+                    stops=tuple(sampling.stop), required=list(self.request.items[index].required),
+                    n_past=len(prompt))
+
+    def _logits(self, batch_index: int) -> np.ndarray:
+        import llama_cpp
+
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx.ctx, batch_index),
+                                     shape=(self.llm.n_vocab(),))
+
+    def _force(self, seq: _Seq, term: str) -> None:
+        lead = "" if not seq.raw or seq.raw[-1].isspace() else " "
+        seq.forced_queue = self.rt.tokenize(lead + term, add_bos=False, special=False)
+        seq.forced_done.add(term)
+
+    def _next_token(self, seq: _Seq, batch_index: int) -> tuple[int, bool]:
+        """The sequence's next token and whether it was forced."""
+        import llama_cpp
+
+        vocab = self.llm._model.vocab
+        remaining = self.request.sampling.max_tokens - seq.generated
+        if not seq.forced_queue:
+            missing = seq.missing()
+            if missing:
+                need = len(self.rt.tokenize(" " + missing[0], add_bos=False, special=False))
+                if remaining <= need + sum(len(m) // 2 for m in missing[1:]):
+                    self._force(seq, missing[0])
+        if seq.forced_queue:
+            token = seq.forced_queue.pop(0)
+            seq.sampler.accept(token)
+            return token, True
+        logits = self._logits(batch_index)
+        token = seq.sampler.sample(logits)
+        if seq.generated < self.request.min_tokens and llama_cpp.llama_vocab_is_eog(vocab, token):
+            logits = logits.copy()
+            while llama_cpp.llama_vocab_is_eog(vocab, token):
+                logits[token] = -np.inf
+                token = seq.sampler.sample(logits)
+        missing = seq.missing()
+        if missing:
+            ending = llama_cpp.llama_vocab_is_eog(vocab, token)
+            if not ending and seq.stops:
+                tail = seq.raw[-64:] + self.rt._piece(token).decode("utf-8", errors="ignore")
+                ending = any(s in tail for s in seq.stops)
+            if ending:
+                self._force(seq, missing[0])
+                token = seq.forced_queue.pop(0)
+                seq.sampler.accept(token)
+                return token, True
+        seq.sampler.accept(token)
+        return token, False
+
+    def run(self) -> Iterator[object]:
+        start = time.perf_counter()
+        sampling = self.request.sampling
+        seed = sampling.seed if sampling.seed >= 0 else random.randrange(2**31)
+        want_logprobs = self.request.logprobs
+        vocab = self.llm._model.vocab
+        self._open()
+        pending = list(range(len(self.prompts)))
+        active: dict[int, _Seq] = {}
+        free = list(range(self.n_parallel))
+        finish_all: FinishReason | None = None
+        try:
+            if self.prefix:
+                self._evaluate(self.prompts[0][:self.prefix], 0, self.prefix_seq)
+            while pending or active:
+                while free and pending:
+                    slot = free.pop(0)
+                    seq = self._admit(pending.pop(0), slot, seed)
+                    active[slot] = seq
+                    # The next admission overwrites the logits: sample the first token now.
+                    if (yield from self._step_one(seq, -1, want_logprobs, vocab)) is not None:
+                        del active[slot]
+                        free.append(slot)
+                if self.cancel():
+                    raise _Aborted
+                if not active:
+                    continue
+                slots = sorted(active)
+                self._decode([(active[s].pending_token, active[s].n_past, s, True)
+                              for s in slots])
+                for s in slots:
+                    active[s].n_past += 1
+                for j, s in enumerate(slots):
+                    ended = yield from self._step_one(active[s], j, want_logprobs, vocab)
+                    if ended is not None:
+                        del active[s]
+                        free.append(s)
+        except _Aborted:
+            finish_all = FinishReason.CANCELLED
+            for seq in active.values():
+                yield self._done(seq, FinishReason.CANCELLED)
+            for index in pending:
+                yield SeqDone(index, FinishReason.CANCELLED, "", 0)
+        finally:
+            self.close()
+        seconds = time.perf_counter() - start
+        total_prompt = sum(len(p) for p in self.prompts)
+        yield Done(finish_all or FinishReason.STOP, "", Stats(
+            prompt_tokens=total_prompt, reused_tokens=total_prompt - self.evaluated,
+            evaluated_tokens=self.evaluated, generated_tokens=self.generated,
+            generation_s=seconds,
+            generation_tps=self.generated / seconds if seconds > 0 else 0.0))
+
+    def _step_one(self, seq: _Seq, batch_index: int, want_logprobs: bool, vocab):
+        """Choose ``seq``'s next token from the logits at ``batch_index`` and stream it.
+        Returns the finish reason when the sequence ended, else None (the token to decode
+        next is left in ``seq.pending_token``)."""
+        import llama_cpp
+
+        token, forced = self._next_token(seq, batch_index)
+        if not forced and llama_cpp.llama_vocab_is_eog(vocab, token):
+            yield self._done(seq, FinishReason.STOP)
+            return FinishReason.STOP
+        logprob = None
+        if want_logprobs:
+            logits = self._logits(batch_index)
+            logprob = float(logits[token]) - _logsumexp(logits)
+            seq.logprob_sum += logprob
+        piece = self.rt._piece(token)
+        seq.raw += piece.decode("utf-8", errors="ignore")
+        seq.generated += 1
+        self.generated += 1
+        seq.forced_count += forced
+        text = seq.stream.push(piece)
+        yield SeqToken(seq.index, token, text, logprob, forced)
+        if seq.stream.stopped:
+            yield self._done(seq, FinishReason.STOP)
+            return FinishReason.STOP
+        if seq.generated >= self.request.sampling.max_tokens and not seq.forced_queue:
+            yield self._done(seq, FinishReason.LENGTH)
+            return FinishReason.LENGTH
+        seq.pending_token = token
+        return None
+
+    def _done(self, seq: _Seq, reason: FinishReason) -> SeqDone:
+        seq.stream.flush()
+        mean = seq.logprob_sum / seq.generated if self.request.logprobs and seq.generated \
+            else None
+        return SeqDone(seq.index, reason, seq.stream.text, seq.generated, mean, seq.forced_count)
+
+
+class _Aborted(Exception):
+    pass
+
+
+def _logsumexp(values: np.ndarray) -> float:
+    top = float(values.max())
+    return top + math.log(float(np.exp(values - top).sum()))
+
+
+def generate_batch(runtime: Runtime, request: BatchRequest,
+                   cancel: CancelCheck = lambda: False) -> Iterator[object]:
+    """Stream ``SeqToken`` and ``SeqDone`` events for every item, then one ``Done`` whose
+    stats add up the run (``reused_tokens``: prompt tokens shared instead of evaluated)."""
+    if not request.items or any(not item.tokens for item in request.items):
+        raise BadRequestError("A batched request needs prompts of at least one token each.")
+    problems = request.sampling.validate()
+    if problems:
+        raise BadRequestError("Invalid sampling settings: " + "; ".join(problems) + ".")
+    if request.n_parallel < 1:
+        raise BadRequestError("n_parallel must be at least 1.")
+    n_vocab = runtime._require_model().n_vocab()
+    for item in request.items:
+        if any(not 0 <= t < n_vocab for t in item.tokens):
+            raise BadRequestError("A prompt token is not in the model's vocabulary.")
+    yield from BatchDecoder(runtime, request, cancel).run()

@@ -1,0 +1,325 @@
+"""Summaries of one or several documents, with citations back to chunks and pages.
+
+Abstractive: map-reduce. Each chunk (from ``segment``) is summarized on its own, all chunks
+decoded together as parallel sequences sharing the instruction prefix; the notes are then
+reduced to the requested form, hierarchically when they do not fit one prompt. Every step's
+result is stored as soon as it exists (``JobStore``), so a cancelled or crashed job resumes
+without recomputing finished chunks. Extractive: see ``engine.tasks.extractive``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from engine.documents import Chunk, Document, segment, vocab_token_counter
+from engine.errors import BadRequestError, VersoError
+from engine.options import GREEDY, SamplingParams
+from engine.runtime.batch import BatchRequest, SeqDone
+from engine.store.jobs import JobStore, content_hash
+from engine.tasks.citations import Note, Point, cite, render_notes
+from engine.tasks.extractive import Extract, extract
+from engine.tasks.jobs import (
+    CancelCheck,
+    DocumentClient,
+    TaskCancelled,
+    TaskProgress,
+    batch_items,
+    model_has_chat,
+    prompt_tokens,
+    run_batch,
+)
+
+_MIN_TOKENS = 4  # a small model may otherwise end a summary before writing anything
+
+
+class Mode(StrEnum):
+    ABSTRACTIVE = "abstractive"
+    EXTRACTIVE = "extractive"
+
+
+class Form(StrEnum):
+    BULLETS = "bullets"
+    PARAGRAPH = "paragraph"
+    KEYPOINTS = "keypoints"  # key points, then action items
+
+
+@dataclass(frozen=True, slots=True)
+class SummarizeSettings:
+    mode: Mode = Mode.ABSTRACTIVE
+    form: Form = Form.BULLETS
+    length: int = 5  # bullets (or sentences) for bullets/keypoints/extractive; words otherwise
+    chunk_tokens: int = 512  # tokens of document text per map step
+    note_tokens: int = 96  # most tokens of each map-step summary
+    reduce_tokens: int = 1536  # most prompt tokens of one reduce step
+    n_parallel: int = 4
+    sampling: SamplingParams = GREEDY
+
+    def key(self) -> dict[str, Any]:
+        """What determines the result (the job id hashes it)."""
+        data = asdict(self)
+        data.pop("n_parallel")
+        data["sampling"] = asdict(self.sampling)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRef:
+    id: int  # 1-based, across all documents
+    source: str
+    first_page: int | None
+    last_page: int | None
+    first_paragraph: int
+    last_paragraph: int
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryResult:
+    mode: Mode
+    form: Form
+    points: tuple[Point, ...] = ()
+    extracts: tuple[Extract, ...] = ()
+    chunks: tuple[ChunkRef, ...] = ()
+    invalid_markers: tuple[int, ...] = ()  # markers the model wrote that name no chunk
+    job_id: str = ""
+    steps_computed: tuple[str, ...] = ()
+    steps_reused: tuple[str, ...] = ()
+    notes: dict[int, str] = field(default_factory=dict)  # chunk id -> its map summary
+
+    def sources(self, point: Point) -> list[str]:
+        by_id = {c.id: c for c in self.chunks}
+        return sorted({by_id[i].source for i in point.chunks if i in by_id})
+
+    def pages(self, point: Point) -> list[int]:
+        by_id = {c.id: c for c in self.chunks}
+        pages: set[int] = set()
+        for i in point.chunks:
+            c = by_id.get(i)
+            if c and c.first_page is not None:
+                pages.update(range(c.first_page, (c.last_page or c.first_page) + 1))
+        return sorted(pages)
+
+    def to_text(self) -> str:
+        if self.mode is Mode.EXTRACTIVE:
+            return "\n".join(f"- \"{e.text}\" ({_where(e.source, e.page, e.paragraph)})"
+                             for e in self.extracts)
+        lines = []
+        for kind, title in (("point", "Key points"), ("action", "Action items")):
+            points = [p for p in self.points if p.kind == kind]
+            if self.form is Form.KEYPOINTS and points:
+                lines.append(f"{title}:")
+            for p in points:
+                marks = "".join(f"[{i}]" for i in p.chunks)
+                lines.append(p.text + " " + marks if self.form is Form.PARAGRAPH
+                             else f"- {p.text} {marks}")
+        if self.form is Form.PARAGRAPH:
+            return " ".join(lines)
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["points"] = [{**asdict(p), "sources": self.sources(p), "pages": self.pages(p)}
+                          for p in self.points]
+        return data
+
+
+def _where(source: str, page: int | None, paragraph: int) -> str:
+    return f"{source}, " + (f"p. {page}, " if page else "") + f"¶ {paragraph}"
+
+
+_FORM_TEXT = {
+    Form.BULLETS: "as {n} short bullet points, one per line starting with '- '",
+    Form.PARAGRAPH: "as one paragraph of about {n} words",
+    Form.KEYPOINTS: "as up to {n} key points (lines starting with '- '), then a line "
+                    "'Action items:' followed by the actions the text calls for",
+}
+
+
+def _map_prompt(chunk: Chunk, source: str, settings: SummarizeSettings) -> str:
+    return ("Summarize the excerpt below in two or three short sentences. Keep names, "
+            "numbers and facts; add nothing that is not in it.\n\n"
+            f"Source: {source}\n\nExcerpt:\n{chunk.text}")
+
+
+def _reduce_prompt(notes: Sequence[Note], settings: SummarizeSettings, final: bool) -> str:
+    form = _FORM_TEXT[settings.form if final else Form.BULLETS].format(
+        n=settings.length if final else max(3, settings.length))
+    return ("Below are numbered notes taken from one or more documents. Combine them into a "
+            f"summary {form}. End every point with the number(s) of the notes it comes from "
+            "in square brackets, like [2] or [1, 3]. Use only the notes.\n\nNotes:\n"
+            + render_notes(notes))
+
+
+def _merge(points: list[dict[str, Any]], group: Sequence[Note]) -> Note:
+    """An intermediate reduce step's points as one note that keeps their markers."""
+    text = " ".join(f"{p['text']} {''.join(f'[{c}]' for c in p['chunks'])}" for p in points)
+    chunks = sorted({c for n in group for c in n.chunks})
+    return Note(text or " ".join(n.text for n in group), tuple(chunks))
+
+
+def _chunks(client: DocumentClient, documents: Sequence[Document],
+            settings: SummarizeSettings) -> list[tuple[Chunk, ChunkRef]]:
+    if client.loaded is None:
+        raise VersoError("Load a model before summarizing.")
+    count = vocab_token_counter(client.loaded.path)
+    out = []
+    for document in documents:
+        for chunk in segment(document, count, settings.chunk_tokens):
+            ref = ChunkRef(len(out) + 1, document.name, chunk.first_page, chunk.last_page,
+                           chunk.first_paragraph, chunk.last_paragraph)
+            out.append((chunk, ref))
+    return out
+
+
+def summarize(client: DocumentClient | None, documents: Sequence[Document],
+              settings: SummarizeSettings = SummarizeSettings(),
+              store: JobStore | None = None,
+              cancel: CancelCheck = lambda: False) -> Iterator[TaskProgress | SummaryResult]:
+    """Stream progress, then one ``SummaryResult``. Raises ``TaskCancelled`` when cancelled
+    (finished steps stay stored: the same call later resumes). Extractive mode needs no
+    model (``client`` may be None)."""
+    if not documents:
+        raise BadRequestError("Nothing to summarize: give at least one document.")
+    if settings.length < 1:
+        raise BadRequestError("The summary length must be at least 1.")
+    if settings.mode is Mode.EXTRACTIVE:
+        found = extract(documents, settings.length)
+        yield TaskProgress("extract", 1, 1, 0.0)
+        yield SummaryResult(settings.mode, settings.form, extracts=tuple(found))
+        return
+    if client is None:
+        raise BadRequestError("Abstractive summaries need a loaded model.")
+    run = _Run(client, documents, settings, store, cancel)
+    try:
+        yield from run.execute()
+    except TaskCancelled:
+        run.finish("cancelled")
+        raise
+    except BaseException:
+        run.finish("failed")
+        raise
+
+
+class _Run:
+    def __init__(self, client: DocumentClient, documents: Sequence[Document],
+                 settings: SummarizeSettings, store: JobStore | None,
+                 cancel: CancelCheck) -> None:
+        self.client, self.settings, self.cancel = client, settings, cancel
+        self.chat = model_has_chat(client)
+        self.chunks = _chunks(client, documents, settings)
+        self.documents = documents
+        self.store = store
+        inputs = content_hash([d.to_markdown() for d in documents],
+                              [d.name for d in documents], client.loaded.path)
+        self.job = store.open_job("summarize", inputs, settings.key()) if store else None
+        self.saved: dict[str, Any] = store.steps(self.job.id) if store and self.job else {}
+        self.computed: list[str] = []
+        self.reused: list[str] = []
+
+    def finish(self, status: str, result: Any = None) -> None:
+        if self.store and self.job:
+            self.store.finish(self.job.id, status, result)
+
+    def _save(self, step: str, value: Any) -> None:
+        self.saved[step] = value
+        self.computed.append(step)
+        if self.store and self.job:
+            self.store.save_step(self.job.id, step, value)
+
+    def _generate(self, stage: str, steps: list[str], prompts: list[str], max_tokens: int,
+                  parse) -> Iterator[TaskProgress]:
+        """Run the prompts whose step has no stored result; store each as it finishes."""
+        todo = [i for i, s in enumerate(steps) if s not in self.saved]
+        self.reused += [s for s in steps if s in self.saved]
+        if not todo:
+            yield TaskProgress(stage, len(steps), len(steps), 0.0)
+            return
+        request = BatchRequest(
+            batch_items([prompt_tokens(self.client, prompts[i], self.chat) for i in todo]),
+            sampling=SamplingParams(**{**asdict(self.settings.sampling),
+                                       "max_tokens": max_tokens}),
+            n_parallel=self.settings.n_parallel, min_tokens=_MIN_TOKENS)
+
+        def on_done(done: SeqDone) -> None:
+            i = todo[done.index]
+            self._save(steps[i], parse(i, done.text))
+
+        yield from run_batch(self.client, request, stage, on_done, self.cancel,
+                             done_before=len(steps) - len(todo), total=len(steps))
+
+    def execute(self) -> Iterator[TaskProgress | SummaryResult]:
+        s = self.settings
+        existing = {ref.id for _, ref in self.chunks}
+        single = len(self.chunks) == 1
+        steps = [f"map:{ref.id}" for _, ref in self.chunks]
+        prompts = [(_reduce_prompt([Note(chunk.text, (ref.id,))], s, final=True) if single
+                    else _map_prompt(chunk, ref.source, s)) for chunk, ref in self.chunks]
+        map_tokens = self._final_tokens() if single else s.note_tokens
+        yield from self._generate("map", steps, prompts, map_tokens, lambda i, text: text.strip())
+        notes = [Note(self.saved[step], (ref.id,)) for step, (_, ref) in zip(steps, self.chunks,
+                                                                               strict=True)]
+        invalid: list[int] = []
+        if single:
+            points, invalid = cite(notes[0].text, notes, existing, s.form is Form.PARAGRAPH)
+        else:
+            level = 1
+            while True:
+                groups = self._groups(notes)
+                final = len(groups) == 1
+                stage = "reduce" if final else f"reduce {level}"
+                steps = [f"reduce:{level}:{g}" for g in range(len(groups))]
+                prompts = [_reduce_prompt(group, s, final) for group in groups]
+
+                def parse(i: int, text: str, groups=groups, final=final) -> dict[str, Any]:
+                    points, bad = cite(text, groups[i], existing,
+                                       final and s.form is Form.PARAGRAPH)
+                    return {"points": [asdict(p) for p in points], "invalid": bad}
+
+                tokens = self._final_tokens() if final else s.note_tokens * 2
+                yield from self._generate(stage, steps, prompts, tokens, parse)
+                parsed = [self.saved[step] for step in steps]
+                if final:
+                    points = [Point(p["text"], tuple(p["chunks"]), p["kind"], p["inferred"])
+                              for p in parsed[0]["points"]]
+                    invalid = parsed[0]["invalid"]
+                    break
+                # One note per group, so every level has fewer notes than the one before.
+                notes = [_merge(result["points"], group)
+                         for result, group in zip(parsed, groups, strict=True)]
+                level += 1
+        if s.form is not Form.PARAGRAPH:
+            points = [p for p in points if p.kind == "point"][:s.length] + \
+                [p for p in points if p.kind == "action"]
+        result = SummaryResult(
+            s.mode, s.form, points=tuple(points), chunks=tuple(r for _, r in self.chunks),
+            invalid_markers=tuple(invalid), job_id=self.job.id if self.job else "",
+            steps_computed=tuple(self.computed), steps_reused=tuple(self.reused),
+            notes={ref.id: self.saved[f"map:{ref.id}"] for _, ref in self.chunks})
+        self.finish("done", result.to_json())
+        yield result
+
+    def _final_tokens(self) -> int:
+        s = self.settings
+        if s.form is Form.PARAGRAPH:
+            return int(s.length * 2) + 32
+        return 40 * s.length + (80 if s.form is Form.KEYPOINTS else 0)
+
+    def _groups(self, notes: list[Note]) -> list[list[Note]]:
+        """Notes split into reduce prompts that fit ``reduce_tokens``, in order. Two notes
+        per group at least, so each level shrinks."""
+        budget = self.settings.reduce_tokens
+        groups: list[list[Note]] = [[]]
+        used = 0
+        for note in notes:
+            size = len(self.client.tokenize(render_notes([note]))) + 1
+            if groups[-1] and used + size > budget and len(groups[-1]) >= 2:
+                groups.append([])
+                used = 0
+            groups[-1].append(note)
+            used += size
+        if len(groups) > 1 and len(groups[-1]) == 1:
+            last = groups.pop()
+            groups[-1] += last
+        return groups
