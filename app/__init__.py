@@ -1,0 +1,1 @@
+"""Verso's desktop GUI (PySide6). Nothing outside ``app`` imports it."""

@@ -1,0 +1,1 @@
+"""Panels shown in the main window's sidebar."""

@@ -1,0 +1,292 @@
+"""Generating replies for the chat panel: send, stop, regenerate, edit and resend, continue,
+retry; streaming into the message view; and the context meter before sending."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from app.bridge import ChatJob, EngineBridge
+from app.conversation import (
+    build_request,
+    chat_messages,
+    conversation_sampling,
+    trimmed_notice,
+    versions,
+)
+from app.recorder import ReplyRecorder
+from app.settings import AppSettings
+from app.widgets.composer import Composer
+from app.widgets.message_view import MessageView
+from engine.events import ContextTrimmed, Done, Error, ErrorKind, Progress, Rollback
+from engine.options import ChatMessage
+from engine.store import Conversation, ConversationStore, Message
+
+COUNT_DELAY_MS = 350
+
+
+@dataclass
+class ActiveReply:
+    conversation_id: str
+    message_id: str
+    prefix: str = ""
+    chunks: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        return self.prefix + "".join(self.chunks)
+
+
+class ReplyController(QObject):
+    busy_changed = Signal(bool)
+    notice = Signal(str)
+    model_needed = Signal(str)
+    reply_finished = Signal(str, object)  # message id, Done | Error
+    speed = Signal(float, float)  # ttft_s, tok/s
+    context_counted = Signal(int, int)  # tokens, n_ctx
+
+    def __init__(self, store: ConversationStore, bridge: EngineBridge, view: MessageView,
+                 composer: Composer, settings: Callable[[], AppSettings],
+                 shown: Callable[[], str | None],
+                 model_name: Callable[[str], str]) -> None:
+        super().__init__(composer)
+        self._store = store
+        self._bridge = bridge
+        self._view = view
+        self._composer = composer
+        self._settings = settings
+        self._shown = shown
+        self._model_name = model_name
+        self.active: ActiveReply | None = None
+        self._count_seq = 0
+        self._count_sampling: dict = {}
+        self._count_timer = QTimer(self)
+        self._count_timer.setSingleShot(True)
+        self._count_timer.setInterval(COUNT_DELAY_MS)
+        self._count_timer.timeout.connect(self.count_now)
+        composer.edit.textChanged.connect(self._count_timer.start)
+        composer.stop_requested.connect(self.stop)
+        bridge.reply_text.connect(self._on_text)
+        bridge.reply_event.connect(self._on_event)
+        bridge.reply_done.connect(self._on_end)
+        bridge.reply_failed.connect(self._on_end)
+        bridge.tokens_counted.connect(self._on_counted)
+        bridge.model_loaded.connect(lambda _loaded: self.count_now())
+
+    @property
+    def busy(self) -> bool:
+        return self.active is not None
+
+    def shutdown(self) -> None:
+        self._count_timer.stop()
+        self._composer.edit.textChanged.disconnect(self._count_timer.start)
+
+    # ------------------------------------------------------------ starting
+
+    def _ready(self) -> bool:
+        if self.active is not None:
+            self.notice.emit("Wait for the current reply to finish, or stop it (Esc).")
+            return False
+        if self._bridge.loaded is None and self._bridge.loading is None:
+            self.notice.emit("No model is loaded: choose one in the toolbar first.")
+            return False
+        return True
+
+    def send(self, conversation: Conversation, text: str) -> Message | None:
+        """Add ``text`` as the user's message at the end of the visible thread and reply."""
+        if not self._ready():
+            return None
+        user = self._store.add_message(conversation.id, "user", text)
+        self._view.append(user)
+        self._start(conversation, user)
+        return user
+
+    def regenerate(self, conversation: Conversation, reply_id: str) -> None:
+        """A new version of a reply; the old one stays reachable (1/2, 2/2)."""
+        reply = self._store.get_message(reply_id)
+        if reply is None or reply.parent_id is None or not self._ready():
+            return
+        parent = self._store.get_message(reply.parent_id)
+        if parent is None:
+            return
+        self._view.remove_from(reply_id)
+        self._start(conversation, parent)
+
+    def edit(self, conversation: Conversation, user_id: str, text: str) -> None:
+        """Send an edited user message as a sibling of the original (kept as a version)."""
+        original = self._store.get_message(user_id)
+        if original is None or not self._ready():
+            return
+        user = self._store.add_message(conversation.id, "user", text,
+                                       parent_id=original.parent_id)
+        self._view.remove_from(user_id)
+        self._view.append(user)
+        self._start(conversation, user)
+
+    def continue_reply(self, conversation: Conversation, reply_id: str) -> None:
+        reply = self._store.get_message(reply_id)
+        if reply is None or not self._ready():
+            return
+        thread = self._store.thread(conversation.id)
+        ids = [m.id for m in thread]
+        if reply_id not in ids:
+            return
+        upto = thread[: ids.index(reply_id) + 1]
+        request = build_request(self._settings(), conversation, upto, continue_last=True)
+        self._store.update_message_content(reply_id, reply.content, "streaming")
+        self._launch(conversation, reply_id, request, prefix=reply.content)
+
+    def _start(self, conversation: Conversation, parent: Message) -> None:
+        thread = self._store.thread(conversation.id)
+        ids = [m.id for m in thread]
+        if parent.id in ids:
+            thread = thread[: ids.index(parent.id) + 1]
+        request = build_request(self._settings(), conversation, thread)
+        reply = self._store.add_message(conversation.id, "assistant", "", parent_id=parent.id,
+                                        status="streaming", model=self._model_for(conversation))
+        self._view.append(reply)
+        self._launch(conversation, reply.id, request)
+
+    def _model_for(self, conversation: Conversation) -> str | None:
+        """The name of the model that will write the reply."""
+        current = self._bridge.loading or self._bridge.loaded
+        if conversation.model and (current is None or current.path != conversation.model):
+            return self._model_name(conversation.model)
+        if self._bridge.loading is not None:
+            return self._model_name(self._bridge.loading.path)
+        return self._bridge.loaded.name if self._bridge.loaded else None
+
+    def _launch(self, conversation: Conversation, message_id: str, request,  # type: ignore[no-untyped-def]
+                prefix: str = "") -> None:
+        wanted = conversation.model
+        current = self._bridge.loading or self._bridge.loaded
+        if wanted and (current is None or current.path != wanted):
+            self.model_needed.emit(wanted)
+        self.active = ActiveReply(conversation.id, message_id, prefix)
+        bubble = self._view.bubble(message_id)
+        if bubble is not None:
+            bubble.start_stream(prefix)
+        self._view.scroll_to_bottom()
+        self._composer.set_busy(True)
+        self.busy_changed.emit(True)
+        recorder = ReplyRecorder(self._store, message_id, prefix)
+        self._bridge.chat(ChatJob(message_id, request, recorder))
+
+    def stop(self) -> None:
+        if self.active is not None:
+            self._bridge.cancel(self.active.message_id)
+
+    # ------------------------------------------------------------ streaming
+
+    def attach(self, conversation_id: str) -> None:
+        """The view now shows ``conversation_id``: resume live display of its reply."""
+        active = self.active
+        if active is None or active.conversation_id != conversation_id:
+            return
+        bubble = self._view.bubble(active.message_id)
+        if bubble is not None:
+            bubble.start_stream(active.text())
+
+    def _visible(self, message_id: str):  # type: ignore[no-untyped-def]
+        active = self.active
+        if active is None or active.message_id != message_id:
+            return None
+        if self._shown() != active.conversation_id:
+            return None
+        return self._view.bubble(message_id)
+
+    def _on_text(self, job_id: str, text: str) -> None:
+        if self.active is None or self.active.message_id != job_id:
+            return
+        self.active.chunks.append(text)
+        bubble = self._visible(job_id)
+        if bubble is not None:
+            bubble.append(text)
+
+    def _on_event(self, job_id: str, event: object) -> None:
+        bubble = self._visible(job_id)
+        if isinstance(event, Rollback) and self.active and self.active.message_id == job_id:
+            body = "".join(self.active.chunks)
+            self.active.chunks = [body[: max(0, len(body) - event.n_chars)]]
+            if bubble is not None:  # rare: re-render the streamed text without the phrase
+                bubble.start_stream(self.active.text())
+        elif isinstance(event, ContextTrimmed):
+            text = trimmed_notice(event.dropped_messages, event.dropped_tokens)
+            self.notice.emit(text)
+            if bubble is not None:
+                bubble.show_notice(text)
+        elif isinstance(event, Progress) and bubble is not None and event.total:
+            bubble.show_notice(f"Reading the prompt… {event.done * 100 // event.total} %")
+
+    def _on_end(self, job_id: str, event: Done | Error) -> None:
+        active = self.active
+        if active is None or active.message_id != job_id:
+            return
+        self.active = None
+        message = self._store.get_message(job_id)
+        bubble = self._visible_for(active)
+        if message is not None and bubble is not None:
+            all_versions = versions(self._store.messages(active.conversation_id))
+            bubble.finish_stream(message, all_versions.get(job_id))
+            self.refresh_versions(all_versions)
+        self._composer.set_busy(False)
+        self.busy_changed.emit(False)
+        if isinstance(event, Done):
+            self.speed.emit(event.stats.ttft_s, event.stats.generation_tps)
+        elif event.kind == ErrorKind.ENGINE_CRASHED:
+            self.notice.emit("The engine stopped during the reply. Its partial text is kept; "
+                             "press Retry, or send a message (the engine restarts).")
+        else:
+            self.notice.emit(event.message)
+        self.reply_finished.emit(job_id, event)
+        self.count_now()
+
+    def _visible_for(self, active: ActiveReply):  # type: ignore[no-untyped-def]
+        if self._shown() != active.conversation_id:
+            return None
+        return self._view.bubble(active.message_id)
+
+    def refresh_versions(self, all_versions) -> None:  # type: ignore[no-untyped-def]
+        for bubble in self._view.bubbles():
+            if not bubble.streaming and bubble.message_id in all_versions:
+                bubble.update_message(bubble.message, all_versions[bubble.message_id],
+                                      render=False)
+
+    # ------------------------------------------------------------- context meter
+
+    def count_now(self) -> None:
+        """Count the prompt the draft would make (in the worker; answered asynchronously)."""
+        self._count_timer.stop()
+        loaded = self._bridge.loaded
+        if loaded is None:
+            self._composer.set_meter(None, None)
+            return
+        conversation_id = self._shown()
+        conversation = self._store.get_conversation(conversation_id) if conversation_id \
+            else None
+        self._count_sampling = conversation_sampling(conversation)
+        messages: list[ChatMessage] = []
+        if conversation is not None:
+            messages = chat_messages(conversation, self._store.thread(conversation.id))
+        draft = self._composer.text()
+        if draft.strip():
+            messages.append(ChatMessage("user", draft))
+        if not messages:
+            self._composer.set_meter(0, loaded.n_ctx)
+            self.context_counted.emit(0, loaded.n_ctx)
+            return
+        self._count_seq = self._bridge.count_tokens(messages)
+
+    def _on_counted(self, seq: int, tokens: int) -> None:
+        loaded = self._bridge.loaded
+        if seq != self._count_seq or loaded is None:
+            return
+        if tokens < 0:
+            self._composer.set_meter(None, loaded.n_ctx)
+            return
+        settings = self._settings()
+        max_tokens = settings.sampling_params(self._count_sampling).max_tokens
+        limit = loaded.n_ctx - max(1, min(max_tokens, loaded.n_ctx // 4))
+        self._composer.set_meter(tokens, loaded.n_ctx, limit, settings.context_policy)
+        self.context_counted.emit(tokens, loaded.n_ctx)

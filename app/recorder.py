@@ -1,0 +1,80 @@
+"""Writing a reply to the store while it streams (runs in the bridge's worker thread).
+
+The text is saved at least every ``interval`` seconds and at the end, so a crash of the app
+or the engine keeps the partial reply; the final write adds the status and the stats."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from engine.events import ContextTrimmed, Done, Error, FinishReason
+from engine.store import ConversationStore, StoreError
+
+log = logging.getLogger(__name__)
+
+_STATUS = {FinishReason.CANCELLED: "cancelled", FinishReason.ERROR: "error"}
+
+
+def stats_record(done: Done, trimmed: ContextTrimmed | None = None) -> dict[str, Any]:
+    record = asdict(done.stats)
+    record["finish_reason"] = done.finish_reason.value
+    if trimmed is not None:
+        record["dropped_messages"] = trimmed.dropped_messages
+        record["dropped_tokens"] = trimmed.dropped_tokens
+    return record
+
+
+class ReplyRecorder:
+    def __init__(self, store: ConversationStore, message_id: str, prefix: str = "",
+                 interval: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._store = store
+        self.message_id = message_id
+        self._prefix = prefix
+        self._chunks: list[str] = []
+        self._interval = interval
+        self._clock = clock
+        self._last_save = clock()
+        self._trimmed: ContextTrimmed | None = None
+        self.saves = 0
+        self.error: str | None = None
+
+    def content(self) -> str:
+        return self._prefix + "".join(self._chunks)
+
+    def text(self, chunk: str) -> None:
+        self._chunks.append(chunk)
+        now = self._clock()
+        if now - self._last_save >= self._interval:
+            self._last_save = now
+            self._save(self.content())
+
+    def retract(self, n_chars: int) -> None:
+        """Banned-phrase enforcement undid the last ``n_chars`` streamed characters."""
+        text = "".join(self._chunks)
+        self._chunks = [text[: max(0, len(text) - n_chars)]]
+
+    def trimmed(self, event: ContextTrimmed) -> None:
+        self._trimmed = event
+
+    def done(self, event: Done) -> None:
+        content = self._prefix + event.text if event.text or not self._chunks else self.content()
+        self._save(content, _STATUS.get(event.finish_reason, "complete"),
+                   stats_record(event, self._trimmed))
+
+    def failed(self, event: Error) -> None:
+        partial = event.partial_text or "".join(self._chunks)
+        self._save(self._prefix + partial, "error", error=event.message)
+
+    def _save(self, content: str, status: str | None = None,
+              stats: dict[str, Any] | None = None, error: str | None = None) -> None:
+        try:
+            self._store.update_message_content(self.message_id, content, status,  # type: ignore[arg-type]
+                                               stats, error)
+            self.saves += 1
+        except (StoreError, KeyError) as exc:
+            self.error = str(exc)
+            log.error("could not save reply %s: %s", self.message_id, exc)

@@ -1,0 +1,310 @@
+"""A message body rendered as Markdown, built incrementally while it streams.
+
+Per token the new text is appended as plain text to the live area (constant cost). Only when
+``BlockSplitter`` reports a finished block is Markdown rendered, and then only the current
+text segment, which is capped in size: a new segment starts once it grows past
+``SEGMENT_CHARS``. Code fences become ``CodeBlock`` widgets with a copy button."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import (
+    QBrush,
+    QFontDatabase,
+    QGuiApplication,
+    QTextBlockFormat,
+    QTextCharFormat,
+    QTextCursor,
+    QTextFrameFormat,
+    QTextTable,
+)
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.markdown_stream import Append, BlockSplitter, CloseCode, CommitBlock, OpenCode
+from app.widgets.safe_text import MARKDOWN_FEATURES, SafeTextBrowser
+
+SEGMENT_CHARS = 4000
+_CONTINUATION = re.compile(r"^(\s|[-*+>|]|\d+[.)]\s)")
+
+
+class TextSegment(SafeTextBrowser):
+    """Rendered Markdown blocks followed by a plain-text tail (the block being written)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("markdownSegment")
+        self.blocks: list[str] = []
+        self.size_chars = 0
+        self._tail_start: int | None = None
+
+    def append_tail(self, text: str) -> None:
+        cursor = QTextCursor(self.document())
+        cursor.movePosition(QTextCursor.MoveOperation.End)
+        if self._tail_start is None:
+            if not self.document().isEmpty():
+                cursor.insertBlock(QTextBlockFormat(), QTextCharFormat())
+            self._tail_start = cursor.position()
+        cursor.insertText(text, QTextCharFormat())
+
+    def clear_tail(self) -> None:
+        if self._tail_start is None:
+            return
+        cursor = QTextCursor(self.document())
+        cursor.setPosition(max(self._tail_start - 1, 0))
+        cursor.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
+        cursor.removeSelectedText()
+        self._tail_start = None
+
+    def add_block(self, markdown: str) -> None:
+        self.blocks.append(markdown)
+        self.size_chars += len(markdown)
+
+    def render(self) -> None:
+        self._tail_start = None
+        document = self.document()
+        document.setMarkdown("\n\n".join(self.blocks), MARKDOWN_FEATURES)
+        for frame in document.rootFrame().childFrames():
+            if isinstance(frame, QTextTable):
+                _style_table(frame, self.palette().mid())
+
+    def markdown(self) -> str:
+        return "\n\n".join(self.blocks)
+
+
+def _style_table(table: QTextTable, brush: QBrush) -> None:
+    table_format = table.format()
+    table_format.setCellPadding(5)
+    table_format.setCellSpacing(0)
+    table_format.setBorder(1)
+    table_format.setBorderCollapse(True)
+    table_format.setBorderBrush(brush)
+    table_format.setBorderStyle(QTextFrameFormat.BorderStyle.BorderStyle_Solid)
+    table.setFormat(table_format)
+    for row in range(table.rows()):
+        for column in range(table.columns()):
+            cell = table.cellAt(row, column)
+            cell_format = cell.format().toTableCellFormat()
+            cell_format.setBorder(1)
+            cell_format.setBorderBrush(brush)
+            cell_format.setBorderStyle(QTextFrameFormat.BorderStyle.BorderStyle_Solid)
+            cell.setFormat(cell_format)
+
+
+class CodeBlock(QFrame):
+    """A fenced code block: verbatim text, the language, and a copy button."""
+
+    copied = Signal(str)
+
+    def __init__(self, language: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("codeBlock")
+        self.language = language
+        header = QHBoxLayout()
+        header.setContentsMargins(8, 2, 2, 0)
+        label = QLabel(language or "code")
+        label.setObjectName("codeLanguage")
+        self.copy_button = QPushButton("Copy")
+        self.copy_button.setObjectName("codeCopy")
+        self.copy_button.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.copy_button.setToolTip("Copy this code to the clipboard")
+        self.copy_button.clicked.connect(self.copy)
+        header.addWidget(label)
+        header.addStretch(1)
+        header.addWidget(self.copy_button)
+        self.editor = QPlainTextEdit()
+        self.editor.setObjectName("codeText")
+        self.editor.setReadOnly(True)
+        self.editor.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.editor.setFrameShape(QFrame.Shape.NoFrame)
+        self.editor.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.editor.horizontalScrollBar().rangeChanged.connect(self._fit_height)
+        self.editor.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.editor.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.editor.blockCountChanged.connect(self._fit_height)
+        self.editor.wheelEvent = lambda event: event.ignore()  # type: ignore[method-assign]
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 4)
+        layout.setSpacing(0)
+        layout.addLayout(header)
+        layout.addWidget(self.editor)
+        self._fit_height()
+
+    def append(self, text: str) -> None:
+        cursor = QTextCursor(self.editor.document())
+        cursor.movePosition(QTextCursor.MoveOperation.End)
+        cursor.insertText(text)
+
+    def close_fence(self) -> None:
+        """Remove the closing fence line (and the newline before it) from the display."""
+        document = self.editor.document()
+        cursor = QTextCursor(document)
+        cursor.movePosition(QTextCursor.MoveOperation.End)
+        if document.lastBlock().text() == "" and document.blockCount() > 1:
+            cursor.deletePreviousChar()
+        cursor.movePosition(QTextCursor.MoveOperation.StartOfBlock,
+                            QTextCursor.MoveMode.KeepAnchor)
+        cursor.removeSelectedText()
+        if document.blockCount() > 1:
+            cursor.deletePreviousChar()
+
+    def code(self) -> str:
+        return self.editor.toPlainText()
+
+    def copy(self) -> None:
+        QGuiApplication.clipboard().setText(self.code())
+        self.copied.emit(self.code())
+
+    def _fit_height(self, *_: object) -> None:
+        lines = max(self.editor.document().blockCount(), 1)
+        metrics = self.editor.fontMetrics()
+        bar = self.editor.horizontalScrollBar()
+        scroll = bar.sizeHint().height() if bar.maximum() > 0 else 0
+        margins = 2 * self.editor.document().documentMargin() + 2 * self.editor.frameWidth()
+        self.editor.setFixedHeight(math.ceil(lines * metrics.lineSpacing() + margins + scroll))
+
+
+class MarkdownBody(QWidget):
+    """The body of one reply. ``set_text`` renders a finished message; ``begin_stream``,
+    ``feed`` and ``finish`` build it as it streams, with the same rules and result."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._layout = QVBoxLayout(self)
+        self._layout.setContentsMargins(0, 0, 0, 0)
+        self._layout.setSpacing(4)
+        self._parts: list[str] = []
+        self._splitter = BlockSplitter()
+        self._segment: TextSegment | None = None
+        self._code: CodeBlock | None = None
+        self._defer = False
+        self._dirty: list[TextSegment] = []
+
+    def text(self) -> str:
+        """The full source text, as received."""
+        if len(self._parts) > 1:
+            self._parts = ["".join(self._parts)]
+        return self._parts[0] if self._parts else ""
+
+    def segments(self) -> list[QWidget]:
+        return [self._layout.itemAt(i).widget() for i in range(self._layout.count())]
+
+    def code_blocks(self) -> list[CodeBlock]:
+        return [w for w in self.segments() if isinstance(w, CodeBlock)]
+
+    def set_text(self, text: str) -> None:
+        self._reset()
+        self._deferred(text, finish=True)
+
+    def begin_stream(self, prefix: str = "") -> None:
+        """Start a streamed body; ``prefix`` is text already there (continuing a reply)."""
+        self._reset()
+        self._deferred(prefix, finish=False)
+
+    def _reset(self) -> None:
+        while self._layout.count():
+            widget = self._layout.takeAt(0).widget()
+            if widget is not None:
+                widget.hide()
+                widget.deleteLater()
+        self._parts = []
+        self._splitter = BlockSplitter()
+        self._segment = self._code = None
+
+    def _deferred(self, text: str, finish: bool) -> None:
+        """Apply ``text`` rendering each touched segment once, at the end."""
+        self._defer = True
+        try:
+            self.feed(text)
+            if finish:
+                self.finish()
+        finally:
+            self._defer = False
+        for segment in self._dirty:
+            segment.render()
+            if not finish and segment is self._segment:
+                self._restore_tail()
+        self._dirty.clear()
+
+    def _restore_tail(self) -> None:
+        """After a deferred render the live segment lost its plain tail: put it back."""
+        assert self._segment is not None
+        tail = self._splitter.pending_text()
+        if tail:
+            self._segment.append_tail(tail)
+
+    def feed(self, text: str) -> None:
+        if not text:
+            return
+        self._parts.append(text)
+        self._apply(self._splitter.feed(text))
+
+    def finish(self) -> None:
+        self._apply(self._splitter.finish())
+        if self._segment is not None:
+            self._segment.clear_tail()
+        self._drop_empty_segment()
+
+    def _drop_empty_segment(self) -> None:
+        """A segment that only ever held blank lines or a fence line is not kept."""
+        segment = self._segment
+        if segment is not None and not segment.blocks:
+            segment.clear_tail()
+            self._layout.removeWidget(segment)
+            segment.hide()
+            segment.deleteLater()
+            if segment in self._dirty:
+                self._dirty.remove(segment)
+            self._segment = None
+
+    def _apply(self, ops: list) -> None:
+        for op in ops:
+            if isinstance(op, Append):
+                if self._code is not None:
+                    self._code.append(op.text)
+                else:
+                    self._text_segment().append_tail(op.text)
+            elif isinstance(op, CommitBlock):
+                self._commit(op.markdown)
+            elif isinstance(op, OpenCode):
+                self._drop_empty_segment()
+                self._code = CodeBlock(op.language)
+                self._layout.addWidget(self._code)
+                self._segment = None
+            elif isinstance(op, CloseCode) and self._code is not None:
+                self._code.close_fence()
+                self._code = None
+
+    def _text_segment(self) -> TextSegment:
+        if self._segment is None:
+            self._segment = TextSegment()
+            self._layout.addWidget(self._segment)
+        return self._segment
+
+    def _commit(self, markdown: str) -> None:
+        if not markdown:
+            if self._segment is not None:
+                self._segment.clear_tail()
+            return
+        segment = self._text_segment()
+        segment.clear_tail()
+        if segment.size_chars > SEGMENT_CHARS and not _CONTINUATION.match(markdown):
+            self._segment = None
+            segment = self._text_segment()
+        segment.add_block(markdown)
+        if self._defer:
+            if segment not in self._dirty:
+                self._dirty.append(segment)
+        else:
+            segment.render()

@@ -1,0 +1,148 @@
+"""The toolbar's model picker: catalog entries with size, quantization and a memory estimate;
+loading shows progress and can be cancelled."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Qt, QThreadPool, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QWidget,
+)
+
+from engine.catalog import CatalogEntry, estimate_memory, format_bytes, list_models
+from engine.options import KVType
+
+log = logging.getLogger(__name__)
+
+PATH_ROLE = Qt.ItemDataRole.UserRole
+BROWSE = "__browse__"
+
+
+def describe_entry(entry: CatalogEntry, n_ctx: int = 0, kv_type: str = "f16") -> str:
+    info = entry.info
+    if info is None:
+        return f"{entry.path.name} (unusable)"
+    estimate = estimate_memory(info, n_ctx, KVType(kv_type))
+    default = " (default)" if entry.bundled else ""
+    return (f"{info.name}{default} · {info.quantization} · {format_bytes(info.file_size)} · "
+            f"~{format_bytes(estimate.total_bytes)} RAM at {estimate.n_ctx:,} ctx")
+
+
+class _Relay(QObject):
+    listed = Signal(object)
+
+
+class ModelPicker(QWidget):
+    load_requested = Signal(str)
+    cancel_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("modelPicker")
+        self.combo = QComboBox()
+        self.combo.setObjectName("modelCombo")
+        self.combo.setMinimumContentsLength(64)
+        self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.combo.setToolTip("The model replies come from")
+        self.combo.setPlaceholderText("No model loaded")
+        self.combo.activated.connect(self._chosen)
+        self.progress = QProgressBar()
+        self.progress.setObjectName("loadProgress")
+        self.progress.setRange(0, 0)
+        self.progress.setFixedWidth(120)
+        self.progress.setTextVisible(False)
+        self.status = QLabel()
+        self.status.setObjectName("loadStatus")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop loading this model")
+        self.cancel_button.clicked.connect(self.cancel_requested)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(6)
+        layout.addWidget(QLabel("Model"))
+        layout.addWidget(self.combo, 1)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self.cancel_button)
+        self.entries: list[CatalogEntry] = []
+        self._current: str | None = None
+        self._n_ctx = 0
+        self._kv_type = "f16"
+        self._relay = _Relay(self)
+        self._relay.listed.connect(self.set_entries)
+        self.set_loading(None)
+
+    def refresh(self, n_ctx: int = 0, kv_type: str = "f16",
+                extra: Sequence[str] = ()) -> None:
+        """Scan the catalog off the GUI thread (headers only, but disks can be slow)."""
+        self._n_ctx, self._kv_type = n_ctx, kv_type
+        relay = self._relay
+
+        def scan() -> None:
+            try:
+                entries = list_models(extra)
+            except Exception:
+                log.exception("listing models failed")
+                entries = []
+            with contextlib.suppress(RuntimeError):  # the window closed first
+                relay.listed.emit(entries)
+
+        QThreadPool.globalInstance().start(scan)
+
+    def set_entries(self, entries: list[CatalogEntry]) -> None:
+        self.entries = list(entries)
+        self.combo.blockSignals(True)
+        self.combo.clear()
+        for entry in self.entries:
+            self.combo.addItem(describe_entry(entry, self._n_ctx, self._kv_type), str(entry.path))
+            index = self.combo.count() - 1
+            tip = str(entry.path) if entry.ok else f"{entry.path}\nCannot be used: {entry.error}"
+            self.combo.setItemData(index, tip, Qt.ItemDataRole.ToolTipRole)
+            if not entry.ok:
+                self.combo.model().item(index).setEnabled(False)
+        if self._current and self.combo.findData(self._current) < 0:
+            self.combo.addItem(Path(self._current).name, self._current)
+        self.combo.addItem("Open a GGUF file…", BROWSE)
+        self.combo.blockSignals(False)
+        self._select(self._current)
+
+    def set_current(self, path: str | None) -> None:
+        self._current = path
+        if path and self.combo.findData(path) < 0:
+            self.combo.insertItem(max(self.combo.count() - 1, 0), Path(path).name, path)
+        self._select(path)
+
+    def _select(self, path: str | None) -> None:
+        self.combo.blockSignals(True)
+        index = self.combo.findData(path) if path else -1
+        self.combo.setCurrentIndex(index)
+        self.combo.blockSignals(False)
+
+    def set_loading(self, name: str | None) -> None:
+        loading = name is not None
+        self.progress.setVisible(loading)
+        self.cancel_button.setVisible(loading)
+        self.status.setVisible(loading)
+        self.status.setText(f"Loading {name}…" if loading else "")
+
+    def _chosen(self, index: int) -> None:
+        path = self.combo.itemData(index)
+        if path == BROWSE:
+            chosen, _ = QFileDialog.getOpenFileName(self, "Open a model", "",
+                                                    "GGUF models (*.gguf);;All files (*)")
+            self._select(self._current)
+            if not chosen:
+                return
+            path = chosen
+        if path and path != self._current:
+            self.load_requested.emit(path)

@@ -1,0 +1,281 @@
+"""The main window: a sidebar of panels, the model picker in the toolbar, the status bar."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtCore import QSize, Qt
+from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication,
+    QHBoxLayout,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMessageBox,
+    QStackedWidget,
+    QToolBar,
+    QToolButton,
+    QWidget,
+)
+
+from app.bridge import EngineBridge
+from app.panels.chat import ChatPanel
+from app.presets import Preset, load_presets
+from app.settings import AppSettings
+from app.theme import ICONS, ThemeManager, icon
+from app.widgets.model_picker import ModelPicker
+from app.widgets.settings_dialog import SettingsDialog
+from app.widgets.status_bar import StatusBar
+from engine.catalog import bundled_model_path
+from engine.events import Error, ErrorKind, ModelLoaded, Progress
+from engine.store import ConversationStore
+from engine.worker import EngineClient
+
+log = logging.getLogger(__name__)
+
+_LOAD_FIELDS = ("n_threads", "n_ctx", "flash_attn", "n_gpu_layers", "kv_type")
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: AppSettings | None = None,
+                 store: ConversationStore | None = None,
+                 client_factory: Callable[[], EngineClient] = EngineClient,
+                 autoload: bool = True) -> None:
+        super().__init__()
+        self.setWindowTitle("Verso")
+        self.setWindowIcon(QIcon(str(ICONS / "verso.svg")))
+        self.resize(1180, 780)
+        self.settings = settings or AppSettings.load()
+        self._owns_store = store is None
+        self.store = store or ConversationStore()
+        interrupted = self.store.finish_interrupted()
+        self.store.purge_deleted()
+        self.theme = ThemeManager.for_app(QApplication.instance(), self.settings.theme)
+        self.presets: list[Preset] = load_presets()
+        self.bridge = EngineBridge(client_factory, self)
+        self._closed = False
+
+        self.picker = ModelPicker()
+        self.picker.load_requested.connect(self.load_model)
+        self.picker.cancel_requested.connect(self.bridge.cancel_load)
+        self.status = StatusBar()
+        self.setStatusBar(self.status)
+        self.chat = ChatPanel(self.store, self.bridge, lambda: self.settings,
+                              lambda: self.presets, lambda: self.picker.entries)
+        self.chat.status_message.connect(lambda text: self.status.showMessage(text, 8000))
+        self.chat.undo_offered.connect(self.status.show_undo)
+        self.chat.replies.speed.connect(self.status.set_speed)
+        self.chat.replies.context_counted.connect(self.status.set_context)
+        self.chat.replies.model_needed.connect(self.load_model)
+        self.chat.replies.reply_finished.connect(self._reply_finished)
+        self._build_toolbar()
+        self._build_panels()
+        self._build_actions()
+        self.bridge.load_progress.connect(self._load_progress)
+        self.bridge.model_loaded.connect(self._model_loaded)
+        self.bridge.load_failed.connect(self._load_failed)
+        self.bridge.load_cancelled.connect(self._load_cancelled)
+        self.theme.changed.connect(self._retint)
+        self.picker.refresh(self.settings.n_ctx, self.settings.kv_type)
+        if interrupted:
+            self.status.showMessage(f"{interrupted} reply(s) were cut off when Verso last "
+                                    "closed; their text is kept.", 10000)
+        self.bridge.start_engine()
+        if autoload:
+            path = self.settings.model_path
+            if not path or not Path(path).exists():
+                default = bundled_model_path()
+                path = str(default) if default else None
+            if path:
+                self.load_model(path)
+
+    # ------------------------------------------------------------------ layout
+
+    def _build_toolbar(self) -> None:
+        toolbar = QToolBar("Main")
+        toolbar.setObjectName("mainToolbar")
+        toolbar.setMovable(False)
+        toolbar.setIconSize(QSize(18, 18))
+        toolbar.addWidget(self.picker)
+        spacer = QWidget()
+        spacer.setSizePolicy(spacer.sizePolicy().Policy.Expanding,
+                             spacer.sizePolicy().Policy.Preferred)
+        toolbar.addWidget(spacer)
+        self.settings_button = QToolButton()
+        self.settings_button.setToolTip("Settings (Ctrl+,)")
+        self.settings_button.setText("Settings")
+        self.settings_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.settings_button.clicked.connect(self.open_settings)
+        toolbar.addWidget(self.settings_button)
+        self.addToolBar(toolbar)
+
+    def _build_panels(self) -> None:
+        self.sidebar = QListWidget()
+        self.sidebar.setObjectName("sidebar")
+        self.sidebar.setFixedWidth(76)
+        self.sidebar.setIconSize(QSize(22, 22))
+        self.sidebar.setViewMode(QListWidget.ViewMode.IconMode)
+        self.sidebar.setMovement(QListWidget.Movement.Static)
+        self.sidebar.setFlow(QListWidget.Flow.TopToBottom)
+        self.stack = QStackedWidget()
+        self._panels: list[tuple[QListWidgetItem, str]] = []
+        self._add_panel("Chat", "chat", self.chat)
+        self.sidebar.currentRowChanged.connect(self.stack.setCurrentIndex)
+        self.sidebar.setCurrentRow(0)
+        central = QWidget()
+        layout = QHBoxLayout(central)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self.sidebar)
+        layout.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
+        self._retint(self.theme.scheme)
+
+    def _add_panel(self, title: str, icon_name: str, panel: QWidget) -> None:
+        item = QListWidgetItem(title)
+        item.setTextAlignment(Qt.AlignmentFlag.AlignHCenter)
+        item.setSizeHint(QSize(70, 62))
+        self.sidebar.addItem(item)
+        self.stack.addWidget(panel)
+        self._panels.append((item, icon_name))
+
+    def _retint(self, scheme: str) -> None:
+        for item, name in self._panels:
+            item.setIcon(icon(name, scheme))
+        self.settings_button.setIcon(icon("settings", scheme))
+
+    def _build_actions(self) -> None:
+        menu = self.menuBar()
+        file_menu = menu.addMenu("&File")
+        self._action(file_menu, "New chat", self.chat.new_chat, QKeySequence.StandardKey.New)
+        self._action(file_menu, "Import chat…", lambda: self.chat.import_conversation())
+        self._action(file_menu, "Export chat as Markdown…", lambda: self._export("markdown"))
+        self._action(file_menu, "Export chat as JSON…", lambda: self._export("json"))
+        file_menu.addSeparator()
+        self._action(file_menu, "Settings…", self.open_settings, "Ctrl+,")
+        self._action(file_menu, "Quit", self.close, QKeySequence.StandardKey.Quit)
+        chat_menu = menu.addMenu("&Chat")
+        self._action(chat_menu, "Search chats", self.chat.focus_search,
+                     QKeySequence.StandardKey.Find)
+        self._action(chat_menu, "Stop reply", self.chat.stop, "Esc")
+        self._action(chat_menu, "Copy last reply", self.chat.copy_last_reply, "Ctrl+Shift+C")
+        self._action(chat_menu, "Chat settings…", self.chat.open_chat_settings)
+        help_menu = menu.addMenu("&Help")
+        self._action(help_menu, "About Verso", self.about)
+
+    def _action(self, menu, text: str, slot: Callable[[], object],  # type: ignore[no-untyped-def]
+                shortcut: str | QKeySequence.StandardKey | None = None) -> QAction:
+        action = QAction(text, self)
+        action.triggered.connect(lambda _checked=False: slot())
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        menu.addAction(action)
+        self.addAction(action)
+        return action
+
+    def _export(self, kind: str) -> None:
+        if self.chat.conversation_id is None:
+            self.status.showMessage("Open a chat to export it.", 5000)
+            return
+        self.chat.export_conversation(self.chat.conversation_id, kind)
+
+    # ------------------------------------------------------------------ models
+
+    def load_model(self, path: str) -> None:
+        if self.bridge.loading is not None and self.bridge.loading.path == path:
+            return
+        self.picker.set_loading(Path(path).stem)
+        self.status.set_model(self.bridge.loaded, "loading…" if self.bridge.loaded else
+                              f"Loading {Path(path).stem}…")
+        self.bridge.load(self.settings.load_settings(path))
+
+    def _load_progress(self, event: Progress) -> None:
+        if self.bridge.loading is None:
+            self.status.showMessage("The engine is restarting and reloading the model…", 5000)
+
+    def _model_loaded(self, loaded: ModelLoaded) -> None:
+        self.picker.set_loading(None)
+        self.picker.set_current(loaded.path)
+        self.status.set_model(loaded)
+        if self.settings.model_path != loaded.path:
+            self.settings.model_path = loaded.path
+            self._save_settings()
+
+    def _load_failed(self, error: Error) -> None:
+        self.picker.set_loading(None)
+        loaded = self.bridge.loaded
+        self.picker.set_current(loaded.path if loaded else None)
+        self.status.set_model(loaded)
+        self.status.showMessage(f"The model could not be loaded: {error.message}", 15000)
+        box = QMessageBox(QMessageBox.Icon.Warning, "Model not loaded", error.message,
+                          QMessageBox.StandardButton.Ok, self)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+
+    def _load_cancelled(self) -> None:
+        self.picker.set_loading(None)
+        loaded = self.bridge.loaded
+        self.picker.set_current(loaded.path if loaded else None)
+        self.status.set_model(loaded, "reloads with the next message" if loaded else "")
+        self.status.showMessage("Loading was cancelled.", 5000)
+
+    def _reply_finished(self, _message_id: str, event: object) -> None:
+        if isinstance(event, Error) and event.kind == ErrorKind.ENGINE_CRASHED:
+            self.status.set_model(self.bridge.loaded, "engine stopped; restarts with the "
+                                                      "next message")
+
+    # ---------------------------------------------------------------- settings
+
+    def open_settings(self) -> None:
+        dialog = SettingsDialog(self.settings, self.presets, self)
+        if dialog.exec() == SettingsDialog.DialogCode.Accepted:
+            self.apply_settings(dialog.result_settings())
+
+    def apply_settings(self, new: AppSettings) -> None:
+        reload = any(getattr(new, f) != getattr(self.settings, f) for f in _LOAD_FIELDS)
+        self.settings = new
+        self._save_settings()
+        self.theme.set_mode(new.theme)
+        self.picker.refresh(new.n_ctx, new.kv_type)
+        loaded = self.bridge.loaded
+        if reload and loaded is not None:
+            self.load_model(loaded.path)
+        self.chat.replies.count_now()
+
+    def _save_settings(self) -> None:
+        try:
+            self.settings.save()
+        except OSError as exc:
+            self.status.showMessage(f"Settings could not be saved: {exc}", 10000)
+
+    def about(self) -> None:
+        try:
+            from engine.build_info import build_info
+
+            lines = build_info().lines()
+        except Exception as exc:
+            lines = [f"Build information unavailable: {exc}"]
+        QMessageBox.about(self, "About Verso", "\n".join(lines))
+
+    # ------------------------------------------------------------------ closing
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.shutdown()
+        super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.chat.shutdown()
+        self.bridge.shutdown()
+        try:
+            self.store.purge_deleted()
+        except Exception:
+            log.exception("purging deleted chats failed")
+        if self._owns_store:
+            self.store.close()

@@ -1,0 +1,171 @@
+"""Markdown rendering of replies: incremental streaming and safety against model output."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import QUrl
+from PySide6.QtGui import QGuiApplication, QTextFormat
+from PySide6.QtWidgets import QMessageBox
+
+from app.markdown_stream import Append, BlockSplitter, CloseCode, CommitBlock, OpenCode
+from app.widgets import markdown_view, safe_text
+from app.widgets.markdown_view import CodeBlock, MarkdownBody, TextSegment
+
+SAMPLE = (
+    "# Lists in Python\n\nA list holds **items** in order:\n\n- ordered\n- mutable\n\n"
+    "| method | does |\n|---|---|\n| append | adds one |\n| pop | removes one |\n\n"
+    "```python\nitems = [1, 2]\nitems.append(3)\n```\n\nThat is all.\n"
+)
+
+
+def _describe(body: MarkdownBody) -> list[tuple[str, str]]:
+    parts = []
+    for widget in body.segments():
+        if isinstance(widget, CodeBlock):
+            parts.append(("code", widget.code()))
+        else:
+            parts.append(("text", widget.document().toPlainText()))
+    return parts
+
+
+def test_splitter_reports_blocks_and_fences():
+    splitter = BlockSplitter()
+    ops = splitter.feed("Hello\n\n```py\nx = 1\n```\nBye")
+    ops += splitter.finish()
+    kinds = [type(op) for op in ops]
+    assert CommitBlock in kinds and OpenCode in kinds and CloseCode in kinds
+    assert [op.markdown for op in ops if isinstance(op, CommitBlock) and op.markdown] == \
+        ["Hello", "Bye"]
+    assert next(op for op in ops if isinstance(op, OpenCode)).language == "py"
+    assert "".join(op.text for op in ops if isinstance(op, Append)) == \
+        "Hello\n\n```py\nx = 1\n```\nBye"
+
+
+def test_streamed_body_matches_one_shot_rendering(qtbot):
+    streamed, whole = MarkdownBody(), MarkdownBody()
+    qtbot.addWidget(streamed)
+    qtbot.addWidget(whole)
+    streamed.begin_stream()
+    for index in range(0, len(SAMPLE), 3):
+        streamed.feed(SAMPLE[index:index + 3])
+    streamed.finish()
+    whole.set_text(SAMPLE)
+    assert _describe(streamed) == _describe(whole)
+    parts = _describe(whole)
+    assert [kind for kind, _ in parts] == ["text", "code", "text"]
+    assert parts[1][1] == "items = [1, 2]\nitems.append(3)"
+    assert "Lists in Python" in parts[0][1] and "**" not in parts[0][1]
+    assert whole.text() == SAMPLE
+
+
+def test_markdown_renders_only_at_block_boundaries(qtbot, monkeypatch):
+    rendered: list[int] = []
+    original = TextSegment.render
+
+    def counting_render(self: TextSegment) -> None:
+        rendered.append(len(self.markdown()))
+        original(self)
+
+    monkeypatch.setattr(TextSegment, "render", counting_render)
+    body = MarkdownBody()
+    qtbot.addWidget(body)
+    body.begin_stream()
+    for word in ("word " * 300).split(" "):
+        body.feed(word + " ")
+    assert rendered == [], "Markdown was re-rendered while a paragraph streamed"
+    assert "word word" in body.segments()[0].document().toPlainText()
+    paragraphs = 40
+    for _ in range(paragraphs):
+        body.feed("\n\n" + "more text " * 60)
+    assert len(rendered) == paragraphs
+    assert max(rendered) <= markdown_view.SEGMENT_CHARS + 700, "a segment grew unbounded"
+    assert len(body.segments()) > 1
+
+
+def test_raw_html_and_images_are_never_loaded(qtbot):
+    body = MarkdownBody()
+    qtbot.addWidget(body)
+    requested: list[QUrl] = []
+    body.set_text('<img src="http://example.com/x.png"> <b>bold?</b>\n\n'
+                  "![secret](file:///etc/passwd) and ![remote](https://example.com/y.png)\n\n"
+                  "<script>alert(1)</script>\n")
+    for segment in body.segments():
+        segment.resource_requested.connect(requested.append)
+    body.resize(600, 400)
+    body.show()
+    body.grab()
+    text = "".join(s.document().toPlainText() for s in body.segments())
+    assert '<img src="http://example.com/x.png">' in text
+    assert "<script>" in text
+    assert "Image: secret" in text
+    for segment in body.segments():
+        block = segment.document().begin()
+        while block.isValid():
+            for fragment_range in block.textFormats():
+                assert fragment_range.format.objectType() != QTextFormat.ObjectTypes.ImageObject
+                assert not fragment_range.format.isImageFormat()
+            block = block.next()
+    assert requested == []
+    assert segment.loadResource(0, QUrl("http://example.com/x.png")) is None
+
+
+@pytest.mark.parametrize("answer, opened", [
+    (QMessageBox.StandardButton.Cancel, []),
+    (QMessageBox.StandardButton.Open, ["https://example.com/a?b=1"]),
+])
+def test_links_open_only_after_confirmation(qtbot, monkeypatch, answer, opened):
+    shown: list[str] = []
+    calls: list[str] = []
+
+    def question(parent, title, text, *args):  # type: ignore[no-untyped-def]
+        shown.append(text)
+        return answer
+
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(question))
+    previous = safe_text.set_url_opener(lambda url: calls.append(url.toString()) or True)
+    try:
+        segment = TextSegment()
+        qtbot.addWidget(segment)
+        assert not segment.openLinks() and not segment.openExternalLinks()
+        segment.anchorClicked.emit(QUrl("https://example.com/a?b=1"))
+    finally:
+        safe_text.set_url_opener(previous)
+    assert calls == opened
+    assert "https://example.com/a?b=1" in shown[0]
+
+
+def test_local_file_links_are_refused(qtbot, monkeypatch):
+    calls: list[str] = []
+    informed: list[str] = []
+    monkeypatch.setattr(QMessageBox, "information",
+                        staticmethod(lambda parent, title, text: informed.append(text)))
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(
+        lambda *a: pytest.fail("asked to open a file: link")))
+    previous = safe_text.set_url_opener(lambda url: calls.append(url.toString()) or True)
+    try:
+        assert not safe_text.confirm_and_open(None, QUrl("file:///etc/passwd"))
+    finally:
+        safe_text.set_url_opener(previous)
+    assert calls == [] and "file:///etc/passwd" in informed[0]
+
+
+def test_code_block_copy_button_copies_the_code(qtbot):
+    body = MarkdownBody()
+    qtbot.addWidget(body)
+    body.set_text("Try:\n\n```bash\necho hi\nls -l\n```\n")
+    (block,) = body.code_blocks()
+    assert block.language == "bash"
+    QGuiApplication.clipboard().clear()
+    block.copy_button.click()
+    assert QGuiApplication.clipboard().text() == "echo hi\nls -l"
+
+
+def test_unclosed_fence_at_end_and_closing_without_newline(qtbot):
+    body = MarkdownBody()
+    qtbot.addWidget(body)
+    body.begin_stream()
+    for chunk in ("```", "js\n", "let a", " = 1;\n", "```"):
+        body.feed(chunk)
+    body.finish()
+    (block,) = body.code_blocks()
+    assert block.code() == "let a = 1;"
