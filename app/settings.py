@@ -25,7 +25,7 @@ THEMES = ("system", "light", "dark")
 class AppSettings:
     n_threads: int = 0
     n_ctx: int = 0
-    flash_attn: bool = True
+    flash_attn: bool = False
     n_gpu_layers: int = 0
     kv_type: str = KVType.F16.value
     theme: str = "system"

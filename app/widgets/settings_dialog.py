@@ -92,7 +92,8 @@ class SettingsDialog(QDialog):
         self.n_ctx.setValue(settings.n_ctx)
         self.n_ctx.setToolTip("Tokens the model can see at once. More costs memory (see the "
                               "estimate in the model list).")
-        self.flash_attn = QCheckBox("Use flash attention (usually faster)")
+        self.flash_attn = QCheckBox(
+            "Use flash attention (saves memory at long contexts; slower on some CPUs)")
         self.flash_attn.setChecked(settings.flash_attn)
         self.gpu_layers = QSpinBox()
         self.gpu_layers.setRange(-1, 999)
