@@ -67,10 +67,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--no-flash-attn", action="store_true")
+    parser.add_argument("--flash-attn", action="store_true", help="Measure with it on.")
     args = parser.parse_args()
     model = default_model()
-    fa = not args.no_flash_attn
+    fa = args.flash_attn
     engine_tps, bare_tps = [], []
     with EngineClient() as client:
         for _ in client.load(LoadSettings(path=model, n_ctx=N_CTX, flash_attn=fa)):
