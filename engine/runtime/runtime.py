@@ -312,7 +312,7 @@ class Runtime:
 
     def chat(self, request: ChatRequest, cancel: CancelCheck) -> Iterator[Event]:
         timer = _Timer()
-        llm = self._require_model()
+        self._require_model()
         self._check_sampling(request.sampling)
         messages = list(request.messages)
         if not messages:
@@ -339,7 +339,6 @@ class Runtime:
             )
         if dropped_messages:
             yield ContextTrimmed(dropped_messages, dropped_tokens)
-        del llm
         yield from self._run(request.session_id, prompt_text, tokens, request.sampling, cancel,
                              timer, dropped_messages, restored)
 
