@@ -8,6 +8,11 @@ from the GUI thread (it is thread-safe).
 
 A chat job may carry a ``ReplySink`` that the worker calls as the reply streams, so the reply
 is persisted from the worker thread before the GUI hears that it finished.
+
+Panels other than chat (summarize, translate, workbench) submit a ``TaskJob``: a function of
+the engine client and a cancel check that yields events. It runs in the same worker thread,
+queued behind everything asked before it; ``task_event`` carries what it yields and
+``task_finished`` ends it.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -60,6 +65,19 @@ class ChatJob:
     sink: ReplySink | None = None
 
 
+CancelCheck = Callable[[], bool]
+TaskFn = Callable[[EngineClient, CancelCheck], Iterator[object]]
+
+
+@dataclass(frozen=True)
+class TaskJob:
+    """Work for the engine thread. ``run`` is called there with the client and a cancel check
+    (True once the user cancelled) and yields whatever the panel wants to hear about."""
+
+    id: str
+    run: TaskFn
+
+
 class _Shared:
     """State the GUI thread and the worker thread both touch, behind one lock."""
 
@@ -83,6 +101,8 @@ class _EngineWorker(QObject):
     chat_event = Signal(str, object)
     chat_text = Signal(str, str)
     counted = Signal(int, int)
+    task_event = Signal(str, object)
+    task_finished = Signal(str, object)
 
     def __init__(self, client: EngineClient, shared: _Shared) -> None:
         super().__init__()
@@ -194,6 +214,49 @@ class _EngineWorker(QObject):
                 log.exception("saving the reply failed")
         self.chat_event.emit(job.id, event)
 
+    @Slot(object)
+    def run_task(self, job: TaskJob) -> None:
+        from engine.tasks.jobs import TaskCancelled
+
+        if self._shared.take_cancelled(job.id):
+            self.task_finished.emit(job.id, Done(FinishReason.CANCELLED))
+            return
+        with self._shared.lock:
+            self._shared.current = job.id
+
+        def cancelled() -> bool:
+            with self._shared.lock:
+                return job.id in self._shared.cancelled
+
+        outcome: object = None
+        before = self._client.loaded
+        try:
+            for event in job.run(self._client, cancelled):
+                if isinstance(event, ModelLoaded) or (isinstance(event, Progress)
+                                                      and event.stage == "load"):
+                    self.load_event.emit(event)
+                    continue
+                self.task_event.emit(job.id, event)
+        except TaskCancelled:
+            outcome = Done(FinishReason.CANCELLED)
+        except VersoError as exc:
+            outcome = Error(exc.kind, str(exc))
+        except Exception as exc:
+            log.exception("task %s failed", job.id)
+            outcome = Error(ErrorKind.INTERNAL, f"The task failed: {exc}")
+        finally:
+            with self._shared.lock:
+                self._shared.current = None
+                was_cancelled = job.id in self._shared.cancelled
+                self._shared.cancelled.discard(job.id)
+        if outcome is None and was_cancelled:
+            outcome = Done(FinishReason.CANCELLED)
+        after = self._client.loaded
+        if after is not None and after is not before:
+            self._has_model = True
+            self.load_event.emit(after)  # the engine had stopped; the task restarted it
+        self.task_finished.emit(job.id, outcome)
+
     @Slot()
     def run_count(self) -> None:
         with self._shared.lock:
@@ -235,6 +298,8 @@ class EngineBridge(QObject):
     reply_done = Signal(str, object)  # job id, Done
     reply_failed = Signal(str, object)  # job id, Error
     tokens_counted = Signal(int, int)  # request number, tokens (-1: unknown)
+    task_event = Signal(str, object)  # job id, whatever the task yielded
+    task_finished = Signal(str, object)  # job id, None (finished) | Done (cancelled) | Error
     busy_changed = Signal(bool)
     engine_started = Signal()
 
@@ -243,6 +308,7 @@ class EngineBridge(QObject):
     _do_chat = Signal(object)
     _do_count = Signal()
     _do_forget = Signal(str)
+    _do_task = Signal(object)
 
     def __init__(self, client_factory: Callable[[], EngineClient] = EngineClient,
                  parent: QObject | None = None) -> None:
@@ -263,11 +329,14 @@ class EngineBridge(QObject):
         self._do_chat.connect(self._worker.run_chat)
         self._do_count.connect(self._worker.run_count)
         self._do_forget.connect(self._worker.run_forget)
+        self._do_task.connect(self._worker.run_task)
         self._worker.started.connect(self._on_started)
         self._worker.load_event.connect(self._on_load_event)
         self._worker.chat_event.connect(self._on_chat_event)
         self._worker.chat_text.connect(self._on_chat_text)
         self._worker.counted.connect(self._on_counted)
+        self._worker.task_event.connect(self._on_task_event)
+        self._worker.task_finished.connect(self._on_task_finished)
         self._closed = False
         self._thread.start()
 
@@ -299,6 +368,12 @@ class EngineBridge(QObject):
         self._jobs.add(job.id)
         self.busy_changed.emit(True)
         self._do_chat.emit(job)
+
+    def run_task(self, job: TaskJob) -> None:
+        """Queue ``job`` for the engine thread; ``task_event``/``task_finished`` answer."""
+        self._jobs.add(job.id)
+        self.busy_changed.emit(True)
+        self._do_task.emit(job)
 
     def cancel(self, job_id: str | None = None) -> None:
         """Stop a reply (the running one when ``job_id`` is None); safe to call any time."""
@@ -361,6 +436,19 @@ class EngineBridge(QObject):
     def _on_counted(self, seq: int, tokens: int) -> None:
         if not self._closed:
             self.tokens_counted.emit(seq, tokens)
+
+    @Slot(str, object)
+    def _on_task_event(self, job_id: str, event: object) -> None:
+        if not self._closed:
+            self.task_event.emit(job_id, event)
+
+    @Slot(str, object)
+    def _on_task_finished(self, job_id: str, outcome: object) -> None:
+        if self._closed:
+            return
+        self._jobs.discard(job_id)
+        self.task_finished.emit(job_id, outcome)
+        self.busy_changed.emit(self.busy)
 
     @Slot(object)
     def _on_load_event(self, event: object) -> None:

@@ -1,0 +1,66 @@
+"""The bridge's generic task queue, against the real engine process and model."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.bridge import EngineBridge, TaskJob
+from engine.events import Done, Error, ErrorKind, FinishReason, Token
+from engine.options import CompletionRequest, LoadSettings, SamplingParams
+from engine.tasks.jobs import TaskCancelled
+
+TIMEOUT_MS = 60_000
+
+
+@pytest.fixture
+def bridge(qtbot, smol_path):
+    bridge = EngineBridge()
+    with qtbot.waitSignal(bridge.model_loaded, timeout=TIMEOUT_MS):
+        bridge.load(LoadSettings(path=str(smol_path), n_ctx=512, n_threads=1))
+    yield bridge
+    bridge.shutdown()
+
+
+def _complete(client, cancelled):
+    request = CompletionRequest(prompt="The capital of France is",
+                                sampling=SamplingParams(temperature=0.0, top_k=1, max_tokens=8))
+    for event in client.complete(request):
+        if isinstance(event, Token):
+            yield event.text
+
+
+def test_a_task_streams_what_it_yields_then_finishes(qtbot, bridge):
+    seen: list[object] = []
+    bridge.task_event.connect(lambda job_id, event: seen.append((job_id, event)))
+    with qtbot.waitSignal(bridge.task_finished, timeout=TIMEOUT_MS) as blocker:
+        bridge.run_task(TaskJob("t1", _complete))
+    assert blocker.args == ["t1", None]
+    assert seen and all(job_id == "t1" for job_id, _ in seen)
+    assert "".join(text for _, text in seen).strip()
+    assert not bridge.busy
+
+
+def test_cancel_and_errors_end_a_task_with_a_reason(qtbot, bridge):
+    def waits_for_cancel(client, cancelled):
+        while not cancelled():
+            yield "tick"
+        raise TaskCancelled
+
+    def fails(client, cancelled):
+        yield from ()
+        client.tokenize("x" * 10)
+        raise ValueError("boom")
+
+    with qtbot.waitSignal(bridge.task_event, timeout=TIMEOUT_MS):
+        bridge.run_task(TaskJob("loop", waits_for_cancel))
+    with qtbot.waitSignal(bridge.task_finished, timeout=TIMEOUT_MS) as blocker:
+        bridge.cancel("loop")
+    assert blocker.args[0] == "loop"
+    assert isinstance(blocker.args[1], Done)
+    assert blocker.args[1].finish_reason is FinishReason.CANCELLED
+
+    with qtbot.waitSignal(bridge.task_finished, timeout=TIMEOUT_MS) as blocker:
+        bridge.run_task(TaskJob("bad", fails))
+    outcome = blocker.args[1]
+    assert isinstance(outcome, Error) and outcome.kind is ErrorKind.INTERNAL
+    assert "boom" in outcome.message
