@@ -6,9 +6,12 @@ copied (``llama_memory_seq_cp``; with a unified KV cache the copy shares cells) 
 sequence before its own suffix is evaluated. Every step then decodes one token for each active
 sequence in a single ``llama_batch``; a finished sequence's slot takes the next waiting prompt.
 
-``required`` texts are enforced while decoding, not requested: when a sequence is about to end
-(end-of-generation token, stop string, or too few tokens left) while a required text is
-missing from its output, that text's tokens are forced instead, one per step.
+``required`` texts are enforced while decoding, not requested. While a required text is
+missing, each step checks whether the model would start it here: when the text's first token
+is the sampled token, or at least ``_OPPORTUNE`` times as likely as it (and not a short, generic
+piece), the whole text is forced from that point, so a term lands where the model would have
+put it. When a sequence is about to end (end-of-generation token, stop string, or too few
+tokens left) with a required text still missing, its tokens are forced there as a last resort.
 
 llama.cpp's kernels are not batch-invariant, so a sequence decoded beside others can differ
 slightly from the same prompt decoded alone. One prompt on its own is evaluated without prefix
@@ -38,6 +41,8 @@ CancelCheck = Callable[[], bool]
 
 _ABORTED = 2
 _CTX_ROUND = 256
+_OPPORTUNE = 0.2  # a required text may start where its first token is this likely vs the pick
+_MIN_START_CHARS = 3  # ...unless that first token is a short piece such as " a" or " de"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +95,7 @@ class _Seq:
     forced_done: set[str] = field(default_factory=set)
     forced_count: int = 0
     pending_token: int = -1  # sampled, streamed, not yet decoded
+    spellings: dict[str, list[list[int]]] = field(default_factory=dict)  # term -> tokenizations
 
     def __post_init__(self) -> None:
         self.stream = TextStream(self.stops)
@@ -239,10 +245,38 @@ class BatchDecoder:
         return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx.ctx, batch_index),
                                      shape=(self.llm.n_vocab(),))
 
-    def _force(self, seq: _Seq, term: str) -> None:
-        lead = "" if not seq.raw or seq.raw[-1].isspace() else " "
-        seq.forced_queue = self.rt.tokenize(lead + term, add_bos=False, special=False)
+    def _force(self, seq: _Seq, term: str, tokens: list[int] | None = None) -> None:
+        if tokens is None:
+            lead = "" if not seq.raw or seq.raw[-1].isspace() else " "
+            tokens = self.rt.tokenize(lead + term, add_bos=False, special=False)
+        seq.forced_queue = list(tokens)
         seq.forced_done.add(term)
+
+    def _spellings(self, seq: _Seq, term: str) -> list[list[int]]:
+        """The term's tokenizations with and without a leading space (first tokens differ)."""
+        if term not in seq.spellings:
+            found = [self.rt.tokenize(lead + term, add_bos=False, special=False)
+                     for lead in (" ", "")]
+            seq.spellings[term] = [t for t in found if t]
+        return seq.spellings[term]
+
+    def _opportune(self, seq: _Seq, missing: list[str], logits: np.ndarray,
+                   token: int) -> tuple[str, list[int]] | None:
+        """A missing required text the model would start now, with the tokens to force."""
+        top = float(logits[token])
+        after_word = bool(seq.raw) and seq.raw[-1].isalnum()
+        for term in missing:
+            for tokens in self._spellings(seq, term):
+                first = tokens[0]
+                if first == token:
+                    return term, tokens
+                if math.exp(float(logits[first]) - top) < _OPPORTUNE:
+                    continue
+                piece = self.rt._piece(first)
+                long_enough = len(piece.strip()) >= _MIN_START_CHARS or len(tokens) == 1
+                if long_enough and (piece.startswith(b" ") or not after_word):
+                    return term, tokens
+        return None
 
     def _next_token(self, seq: _Seq, batch_index: int) -> tuple[int, bool]:
         """The sequence's next token and whether it was forced."""
@@ -269,6 +303,12 @@ class BatchDecoder:
                 token = seq.sampler.sample(logits)
         missing = seq.missing()
         if missing:
+            opportune = self._opportune(seq, missing, logits, token)
+            if opportune is not None:
+                self._force(seq, *opportune)
+                token = seq.forced_queue.pop(0)
+                seq.sampler.accept(token)
+                return token, True
             ending = llama_cpp.llama_vocab_is_eog(vocab, token)
             if not ending and seq.stops:
                 tail = seq.raw[-64:] + self.rt._piece(token).decode("utf-8", errors="ignore")
