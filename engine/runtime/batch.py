@@ -2,9 +2,11 @@
 
 A second ``LlamaContext`` on the runtime's model holds ``n_parallel`` generating sequences
 plus one that only keeps the prompts' common token prefix: the prefix is evaluated once and
-copied (``llama_memory_seq_cp``; with a unified KV cache the copy shares cells) into each
-sequence before its own suffix is evaluated. Every step then decodes one token for each active
-sequence in a single ``llama_batch``; a finished sequence's slot takes the next waiting prompt.
+copied (``llama_memory_seq_cp``) into each sequence's own KV stream before its suffix is
+evaluated. Every step decodes one ``llama_batch`` holding the next token of each generating
+sequence plus, up to ``n_batch``, prompt tokens of sequences still being filled (continuous
+batching with chunked prefill): generation rides along with prompt evaluation instead of
+waiting for it, and a finished sequence's slot takes the next waiting prompt at once.
 
 ``required`` texts are enforced while decoding, not requested. While a required text is
 missing, each step checks whether the model would start it here: when the text's first token
@@ -95,6 +97,7 @@ class _Seq:
     forced_done: set[str] = field(default_factory=set)
     forced_count: int = 0
     pending_token: int = -1  # sampled, streamed, not yet decoded
+    prefill: list[int] = field(default_factory=list)  # prompt tokens not yet evaluated
     spellings: dict[str, list[list[int]]] = field(default_factory=dict)  # term -> tokenizations
 
     def __post_init__(self) -> None:
@@ -148,15 +151,18 @@ class BatchDecoder:
         if longest + sampling.max_tokens > train:
             raise ContextOverflowError(longest + sampling.max_tokens, train)
         per_seq = max(len(p) - self.prefix for p in self.prompts) + sampling.max_tokens + 8
-        n_ctx = self.prefix + self.n_parallel * per_seq
-        n_ctx = -(-n_ctx // _CTX_ROUND) * _CTX_ROUND
+        # One KV stream per sequence (not unified): a token then attends over its own
+        # sequence's cells only, not over every sequence's, which on small models cost more
+        # than the parallel decoding saved. The shared prefix is copied into each stream.
+        per_stream = -(-(self.prefix + per_seq) // _CTX_ROUND) * _CTX_ROUND
+        n_ctx = per_stream * (self.n_parallel + 1)
         settings = self.rt._settings
         threads = (settings.n_threads if settings else 0) or physical_cores()
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = params.n_ubatch = min(512, n_ctx)
         params.n_seq_max = self.n_parallel + 1
-        params.kv_unified = True
+        params.kv_unified = False
         params.n_threads = threads
         params.n_threads_batch = (settings.n_threads_batch if settings else 0) or threads
         params.flash_attn_type = 1 if (settings is None or settings.flash_attn) else 0
@@ -224,20 +230,51 @@ class BatchDecoder:
             self._arm(False)
 
     def _admit(self, index: int, slot: int, seed: int) -> _Seq:
+        """Give prompt ``index`` the KV stream ``slot``; its suffix is evaluated by the
+        following steps."""
         import llama_cpp
 
         memory = llama_cpp.llama_get_memory(self.ctx.ctx)
         llama_cpp.llama_memory_seq_rm(memory, slot, -1, -1)
         if self.prefix:
-            llama_cpp.llama_memory_seq_cp(memory, self.prefix_seq, slot, 0, self.prefix)
+            # The whole prefix sequence: llama.cpp copies between KV streams only whole.
+            llama_cpp.llama_memory_seq_cp(memory, self.prefix_seq, slot, -1, -1)
         prompt = self.prompts[index]
-        self._evaluate(prompt[self.prefix:], self.prefix, slot)
         sampling = self.request.sampling
         return _Seq(index=index, slot=slot,
                     sampler=TokenSampler(sampling, (seed + index) % 2**31, self.llm._model.vocab,
                                          self.llm.n_vocab()),
                     stops=tuple(sampling.stop), required=list(self.request.items[index].required),
-                    n_past=len(prompt))
+                    n_past=self.prefix, prefill=prompt[self.prefix:])
+
+    def _plan(self, active: dict[int, _Seq]) -> tuple[list[tuple[int, int, int, bool]],
+                                                      list[tuple[_Seq, int]]]:
+        """One step's batch: each generating sequence's pending token, then prompt tokens of
+        filling sequences (in admission order) while room is left. Returns the entries and
+        the sequences to sample after the decode, with their logits' batch index."""
+        entries: list[tuple[int, int, int, bool]] = []
+        sample: list[tuple[_Seq, int]] = []
+        for slot in sorted(active):
+            seq = active[slot]
+            if not seq.prefill:
+                sample.append((seq, len(entries)))
+                entries.append((seq.pending_token, seq.n_past, slot, True))
+                seq.n_past += 1
+        for seq in active.values():
+            room = self.n_batch - len(entries)
+            if room <= 0:
+                break
+            if not seq.prefill:
+                continue
+            part, seq.prefill = seq.prefill[:room], seq.prefill[room:]
+            for i, token in enumerate(part):
+                last = not seq.prefill and i == len(part) - 1
+                if last:
+                    sample.append((seq, len(entries)))
+                entries.append((token, seq.n_past + i, seq.slot, last))
+            seq.n_past += len(part)
+            self.evaluated += len(part)
+        return entries, sample
 
     def _logits(self, batch_index: int) -> np.ndarray:
         import llama_cpp
@@ -338,26 +375,21 @@ class BatchDecoder:
             while pending or active:
                 while free and pending:
                     slot = free.pop(0)
-                    seq = self._admit(pending.pop(0), slot, seed)
-                    active[slot] = seq
-                    # The next admission overwrites the logits: sample the first token now.
-                    if (yield from self._step_one(seq, -1, want_logprobs, vocab)) is not None:
-                        del active[slot]
-                        free.append(slot)
+                    active[slot] = self._admit(pending.pop(0), slot, seed)
                 if self.cancel():
                     raise _Aborted
-                if not active:
-                    continue
-                slots = sorted(active)
-                self._decode([(active[s].pending_token, active[s].n_past, s, True)
-                              for s in slots])
-                for s in slots:
-                    active[s].n_past += 1
-                for j, s in enumerate(slots):
-                    ended = yield from self._step_one(active[s], j, want_logprobs, vocab)
+                evaluated = self.evaluated
+                entries, sample = self._plan(active)
+                self._arm(self.evaluated > evaluated)  # cancel mid-decode only while prefilling
+                try:
+                    self._decode(entries)
+                finally:
+                    self._arm(False)
+                for seq, batch_index in sample:
+                    ended = yield from self._step_one(seq, batch_index, want_logprobs, vocab)
                     if ended is not None:
-                        del active[s]
-                        free.append(s)
+                        del active[seq.slot]
+                        free.append(seq.slot)
         except _Aborted:
             finish_all = FinishReason.CANCELLED
             for seq in active.values():
