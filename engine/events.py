@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class FinishReason(StrEnum):
@@ -143,5 +147,34 @@ class Scores:
     logprobs: tuple[float, ...]
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class AttentionMap:
+    """Attention of one query token over the tokens before it, captured from llama.cpp
+    (``engine.runtime.attention``). ``weights[i, h, k]`` is how much head ``h`` of layer
+    ``layers[i]`` at ``query_position`` attends to position ``k`` (0..query_position); each
+    row is a probability distribution (non-negative, sums to 1). It is computed when the
+    query token is evaluated, so the row that *predicted* token ``t`` is query ``t - 1``.
+    Compared by identity (it holds a numpy array)."""
+
+    query_position: int
+    weights: np.ndarray  # float32, (n_layers, n_heads, query_position + 1)
+    pieces: tuple[str, ...]  # text of each key token, special tokens by name
+    tokens: tuple[int, ...]  # the key token ids (tokens[:query_position + 1])
+    layers: tuple[int, ...]  # model layer index of each row of ``weights``
+    n_heads: int  # query heads per layer
+    n_kv_heads: int  # key/value heads (fewer with grouped-query attention)
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.weights.shape[0])
+
+    def row(self, layer: int | None = None, head: int | None = None) -> np.ndarray:
+        """Weights over the context for one layer index into ``weights`` (or the mean over
+        layers when None) and one head (or the mean over heads when None); still sums to 1."""
+        w = self.weights if layer is None else self.weights[layer:layer + 1]
+        w = w if head is None else w[:, head:head + 1]
+        return w.mean(axis=(0, 1))
+
+
 Event = (Token | Rollback | Progress | ModelLoaded | ContextTrimmed | Stats | Done | Error
-         | Tokenized | RenderedChat | Scores)
+         | Tokenized | RenderedChat | Scores | AttentionMap)

@@ -29,6 +29,7 @@ import numpy as np
 from engine.catalog import validate_model_file
 from engine.errors import BadRequestError, ContextOverflowError, VersoError
 from engine.events import (
+    AttentionMap,
     ContextTrimmed,
     Done,
     Error,
@@ -53,6 +54,7 @@ from engine.options import (
     LoadSettings,
     SamplingParams,
 )
+from engine.runtime.attention import AttentionCapture
 from engine.runtime.chat_template import ChatTemplate
 from engine.runtime.grammar import grammar_problems
 from engine.runtime.phrase_guard import PhraseGuard, fold
@@ -156,6 +158,7 @@ class Runtime:
         self._abort_cb = None
         self._vocab_text: dict[bool, list[str]] = {}  # token texts, plain and case-folded
         self._always_banned: tuple[tuple[tuple[str, ...], bool], np.ndarray] | None = None
+        self._attention: AttentionCapture | None = None
 
     # ------------------------------------------------------------------ loading
 
@@ -223,6 +226,9 @@ class Runtime:
         yield self._loaded
 
     def unload(self) -> None:
+        if self._attention is not None:  # its context lives on the model: free it first
+            self._attention.close()
+            self._attention = None
         if self._llama is not None:
             self._llama.close()
         self._llama = None
@@ -307,6 +313,22 @@ class Runtime:
         are resolved against the loaded model's vocabulary when there is one."""
         vocab = self._llama._model.vocab if self._llama is not None else None
         return grammar_problems(text, vocab)
+
+    def attention(self, tokens: Sequence[int], query_position: int,
+                  cancel: CancelCheck = lambda: False) -> AttentionMap:
+        """Attention weights of the token at ``query_position`` over ``tokens[:query_position
+        + 1]``, every layer and head (see ``engine.runtime.attention``). Runs in a second
+        context with flash attention off, kept for the next capture; the generation context
+        and its KV cache are not touched. Raises ``Cancelled`` when cancelled."""
+        llm = self._require_model()
+        self._check_token_ids(tokens, "attention token")
+        if self._attention is None:
+            settings = self._settings
+            threads = (settings.n_threads if settings else 0) or physical_cores()
+            threads_batch = (settings.n_threads_batch if settings else 0) or threads
+            self._attention = AttentionCapture(llm._model.model, threads, threads_batch,
+                                               limit=llm.n_ctx())
+        return self._attention.capture(tokens, query_position, cancel)
 
     # -------------------------------------------------------------------- chat
 

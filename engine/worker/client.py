@@ -23,6 +23,7 @@ from typing import TypeVar
 
 from engine.errors import BadRequestError, VersoError
 from engine.events import (
+    AttentionMap,
     Done,
     Error,
     ErrorKind,
@@ -225,6 +226,13 @@ class EngineClient:
     def validate_grammar(self, text: str) -> list[str]:
         """Problems with a GBNF grammar, checked against the loaded model's vocabulary."""
         return list(self._result(p.ValidateGrammar(text), p.Problems).items)
+
+    def attention(self, tokens: Sequence[int], query_position: int) -> AttentionMap:
+        """Attention of the token at ``query_position`` over ``tokens[:query_position + 1]``,
+        every layer and head (see ``Runtime.attention``). Raises ``VersoError`` (no model,
+        position out of range, too many tokens) or ``Cancelled``."""
+        return self._result(p.Attention(tuple(int(t) for t in tokens), int(query_position)),
+                            AttentionMap)
 
     def generate_batch(self, request: BatchRequest) -> Iterator[Event]:
         """Decode several prompts together (see ``engine.runtime.batch``); stop iterating to

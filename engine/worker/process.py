@@ -44,6 +44,11 @@ def dispatch(runtime: Runtime, command: p.Command, cancel: Callable[[], bool]) -
                 yield Done(FinishReason.CANCELLED)
         case p.ValidateGrammar(text):
             yield p.Problems(tuple(runtime.validate_grammar(text)))  # type: ignore[misc]
+        case p.Attention(tokens, query_position):
+            try:
+                yield runtime.attention(tokens, query_position, cancel)
+            except Cancelled:
+                yield Done(FinishReason.CANCELLED)
         case p.ForgetSession(session_id):
             runtime.forget_session(session_id)
         case p.GenerateBatch(request):

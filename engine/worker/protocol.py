@@ -66,6 +66,14 @@ class ValidateGrammar:
 
 
 @dataclass(frozen=True, slots=True)
+class Attention:
+    """Capture attention weights (``Runtime.attention``); answered by an ``AttentionMap``."""
+
+    tokens: tuple[int, ...]
+    query_position: int
+
+
+@dataclass(frozen=True, slots=True)
 class ForgetSession:
     session_id: str
 
@@ -106,4 +114,4 @@ class GenerateBatch:
     request: BatchRequest
 
 
-Command = Command | GenerateBatch
+Command = Command | GenerateBatch | Attention
