@@ -1,7 +1,7 @@
 """``verso summarize`` and ``verso translate``: the document tasks from the command line.
 
 Results go to stdout (or ``-o``), progress to stderr; exit codes as in ``engine.cli``. A
-summary job interrupted with Ctrl-C resumes from its stored steps when run again."""
+summary or translation interrupted with Ctrl-C resumes from its stored steps when run again."""
 
 from __future__ import annotations
 
@@ -100,6 +100,7 @@ def _last_result(events, err: TextIO):
 
 
 def cmd_translate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from engine.store.jobs import JobStore
     from engine.tasks.glossary import Glossary, load_csv
     from engine.tasks.translate import TranslateSettings, translate
     from engine.tasks.translate_export import EXPORT_SUFFIXES, export, to_markdown
@@ -113,9 +114,9 @@ def cmd_translate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     document = _documents([args.file])[0]
     settings = TranslateSettings(target=args.target, source=args.source, glossary=glossary,
                                  n_parallel=args.parallel)
-    with EngineClient() as client:
+    with EngineClient() as client, JobStore() as store:
         _load(client, _load_settings(args), err)
-        translation = _last_result(translate(client, document, settings), err)
+        translation = _last_result(translate(client, document, settings, store=store), err)
     low = [s.index for s in translation.segments if s.low_confidence]
     if low:
         print(f"[low confidence: segments {', '.join(map(str, low))}]", file=err)

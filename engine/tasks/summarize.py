@@ -159,8 +159,10 @@ def _merge(points: list[dict[str, Any]], group: Sequence[Note]) -> Note:
     return Note(text or " ".join(n.text for n in group), tuple(chunks))
 
 
-def _chunks(client: DocumentClient, documents: Sequence[Document],
-            settings: SummarizeSettings) -> list[tuple[Chunk, ChunkRef]]:
+def source_chunks(client: DocumentClient, documents: Sequence[Document],
+                  settings: SummarizeSettings) -> list[tuple[Chunk, ChunkRef]]:
+    """The chunks a summary cites, numbered as its ``[n]`` markers (deterministic, so a
+    viewer can recompute them to show a cited chunk's text)."""
     if client.loaded is None:
         raise VersoError("Load a model before summarizing.")
     count = vocab_token_counter(client.loaded.path)
@@ -208,7 +210,7 @@ class _Run:
                  cancel: CancelCheck) -> None:
         self.client, self.settings, self.cancel = client, settings, cancel
         self.chat = model_has_chat(client)
-        self.chunks = _chunks(client, documents, settings)
+        self.chunks = source_chunks(client, documents, settings)
         self.documents = documents
         self.store = store
         inputs = content_hash([d.to_markdown() for d in documents],

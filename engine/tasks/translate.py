@@ -5,7 +5,10 @@ sentence ends when it is too long; code is copied unchanged. Segments are decode
 as parallel sequences that share the instruction prefix. Glossary translations that apply to
 a segment are enforced while decoding (``BatchItem.required``: forced before the segment
 may end), not merely asked for. Confidence is the mean log-probability of the segment's
-tokens under the model; segments below ``low_confidence`` are flagged."""
+tokens under the model; segments below ``low_confidence`` are flagged.
+
+With a ``JobStore`` every segment is stored as soon as it is translated, so running the same
+translation again after a cancel or a crash translates only the segments still missing."""
 
 from __future__ import annotations
 
@@ -16,10 +19,12 @@ from engine.documents import Block, BlockKind, Document, split_sentences
 from engine.errors import BadRequestError, VersoError
 from engine.options import GREEDY, SamplingParams
 from engine.runtime.batch import BatchItem, BatchRequest, SeqDone
+from engine.store.jobs import JobStore, content_hash
 from engine.tasks.glossary import Glossary
 from engine.tasks.jobs import (
     CancelCheck,
     DocumentClient,
+    TaskCancelled,
     TaskProgress,
     model_has_chat,
     prompt_tokens,
@@ -40,6 +45,12 @@ class TranslateSettings:
     n_parallel: int = 4
     sampling: SamplingParams = GREEDY
     max_ratio: float = 3.0  # most output tokens per source token (plus a margin)
+
+    def key(self) -> dict:
+        """What determines the result (the job id hashes it)."""
+        data = asdict(self)
+        data.pop("n_parallel")
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +76,7 @@ class Translation:
     target_language: str
     document_name: str
     segments: tuple[Segment, ...]
+    segments_reused: int = 0  # segments taken from a stored, interrupted run of the same job
 
     def blocks(self) -> list[tuple[Segment, str]]:
         """(first segment of the block, the block's whole translation), in order."""
@@ -150,9 +162,15 @@ def _languages(document: Document, settings: TranslateSettings) -> tuple[str, st
     return source, target
 
 
+_STORED = ("text", "mean_logprob", "low_confidence", "required", "forced_tokens",
+           "finish_reason")
+
+
 def translate(client: DocumentClient, document: Document, settings: TranslateSettings,
-              cancel: CancelCheck = lambda: False) -> Iterator[TaskProgress | Translation]:
-    """Stream progress, then one ``Translation``. Raises ``TaskCancelled`` when cancelled."""
+              cancel: CancelCheck = lambda: False,
+              store: JobStore | None = None) -> Iterator[TaskProgress | Translation]:
+    """Stream progress, then one ``Translation``. Raises ``TaskCancelled`` when cancelled
+    (with a ``store``, the segments finished so far are kept for the next run)."""
     if client.loaded is None:
         raise VersoError("Load a model before translating.")
     source, target = _languages(document, settings)
@@ -161,20 +179,51 @@ def translate(client: DocumentClient, document: Document, settings: TranslateSet
         return len(client.tokenize(text))
 
     segments = segments_of(document, count, settings.segment_tokens)
-    todo = [s for s in segments if s.translated]
     results = {s.index: s for s in segments}
-    if todo:
-        request = _request(client, todo, settings, language_name(source),
-                           language_name(target), settings.sampling)
+    job = None
+    if store is not None:
+        inputs = content_hash(document.to_markdown(), document.name, client.loaded.path,
+                              source, target)
+        job = store.open_job("translate", inputs, settings.key())
+        for step, saved in store.steps(job.id).items():
+            index = int(step.removeprefix("segment:"))
+            if index in results:
+                saved["required"] = tuple(saved["required"])
+                results[index] = replace(results[index], **saved)
+    translatable = [s for s in segments if s.translated]
+    todo = [s for s in translatable if not results[s.index].finish_reason]
+    reused = len(translatable) - len(todo)
 
-        def on_done(done: SeqDone) -> None:
-            segment = todo[done.index]
-            results[segment.index] = _finished(segment, done, request.items[done.index].required,
-                                               settings.low_confidence)
+    def finish(status: str) -> None:
+        if store is not None and job is not None:
+            store.finish(job.id, status)
 
-        yield from run_batch(client, request, "translate", on_done, cancel)
+    try:
+        if todo:
+            request = _request(client, todo, settings, language_name(source),
+                               language_name(target), settings.sampling)
+
+            def on_done(done: SeqDone) -> None:
+                segment = _finished(todo[done.index], done, request.items[done.index].required,
+                                    settings.low_confidence)
+                results[segment.index] = segment
+                if store is not None and job is not None:
+                    store.save_step(job.id, f"segment:{segment.index}",
+                                    {k: getattr(segment, k) for k in _STORED})
+
+            yield from run_batch(client, request, "translate", on_done, cancel,
+                                 done_before=reused, total=len(translatable))
+        elif translatable:
+            yield TaskProgress("translate", reused, reused, 0.0)
+    except TaskCancelled:
+        finish("cancelled")
+        raise
+    except BaseException:
+        finish("failed")
+        raise
+    finish("done")
     yield Translation(source, target, document.name,
-                      tuple(results[i] for i in range(len(segments))))
+                      tuple(results[i] for i in range(len(segments))), segments_reused=reused)
 
 
 def retranslate(client: DocumentClient, translation: Translation, index: int,
