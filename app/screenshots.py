@@ -42,9 +42,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from PySide6.QtWidgets import QApplication
 
+    from app.document_screenshots import capture_documents, prepare_documents
     from app.settings import AppSettings
     from app.widgets.settings_dialog import SettingsDialog
     from app.window import MainWindow
+    from app.workbench_screenshots import capture_workbench, prepare_workbench
 
     app = QApplication.instance() or QApplication([sys.argv[0]])
     settings = AppSettings(n_ctx=4096, theme="light", default_preset="Helpful assistant",
@@ -66,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
             window.chat.set_pinned(window.chat.conversation_id, True)
     window.chat.composer.edit.setPlainText("Thanks! Can you also show list comprehensions?")
     _settle(app, 1.0)
+    prepare_workbench(app, window, _wait)
+    prepare_documents(app, window, _wait)
+    window.sidebar.setCurrentRow(0)
     written = []
     for scheme in ("light", "dark"):
         window.theme.set_mode(scheme)
@@ -86,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             dialog.grab().save(str(path))
             written.append(path)
         dialog.close()
+        written += capture_workbench(app, window, out, scheme, _settle)
+        written += capture_documents(app, window, out, scheme, _settle)
     window.close()
     for path in written:
         print(path)

@@ -23,7 +23,10 @@ from PySide6.QtWidgets import (
 
 from app.bridge import EngineBridge
 from app.panels.chat import ChatPanel
-from app.presets import Preset, load_presets
+from app.panels.summarize import SummarizePanel
+from app.panels.translate import TranslatePanel
+from app.panels.workbench import WorkbenchPanel
+from app.presets import load_presets
 from app.settings import AppSettings
 from app.theme import ICONS, ThemeManager, icon
 from app.widgets.model_picker import ModelPicker
@@ -54,7 +57,6 @@ class MainWindow(QMainWindow):
         interrupted = self.store.finish_interrupted()
         self.store.purge_deleted()
         self.theme = ThemeManager.for_app(QApplication.instance(), self.settings.theme)
-        self.presets: list[Preset] = load_presets()
         self.bridge = EngineBridge(client_factory, self)
         self._closed = False
 
@@ -64,7 +66,7 @@ class MainWindow(QMainWindow):
         self.status = StatusBar()
         self.setStatusBar(self.status)
         self.chat = ChatPanel(self.store, self.bridge, lambda: self.settings,
-                              lambda: self.presets, lambda: self.picker.entries)
+                              load_presets, lambda: self.picker.entries)
         self.chat.status_message.connect(lambda text: self.status.showMessage(text, 8000))
         self.chat.undo_offered.connect(self.status.show_undo)
         self.chat.replies.speed.connect(self.status.set_speed)
@@ -115,7 +117,7 @@ class MainWindow(QMainWindow):
     def _build_panels(self) -> None:
         self.sidebar = QListWidget()
         self.sidebar.setObjectName("sidebar")
-        self.sidebar.setFixedWidth(76)
+        self.sidebar.setFixedWidth(104)
         self.sidebar.setIconSize(QSize(22, 22))
         self.sidebar.setViewMode(QListWidget.ViewMode.IconMode)
         self.sidebar.setMovement(QListWidget.Movement.Static)
@@ -123,6 +125,15 @@ class MainWindow(QMainWindow):
         self.stack = QStackedWidget()
         self._panels: list[tuple[QListWidgetItem, str]] = []
         self._add_panel("Chat", "chat", self.chat)
+        self.summarize = SummarizePanel(self.bridge)
+        self.summarize.status_message.connect(lambda text: self.status.showMessage(text, 8000))
+        self._add_panel("Summarize", "summarize", self.summarize)
+        self.translate = TranslatePanel(self.bridge)
+        self.translate.status_message.connect(lambda text: self.status.showMessage(text, 8000))
+        self._add_panel("Translate", "translate", self.translate)
+        self.workbench = WorkbenchPanel(self.bridge, lambda: self.settings)
+        self.workbench.status_message.connect(lambda text: self.status.showMessage(text, 8000))
+        self._add_panel("Workbench", "workbench", self.workbench)
         self.sidebar.currentRowChanged.connect(self.stack.setCurrentIndex)
         self.sidebar.setCurrentRow(0)
         central = QWidget()
@@ -137,7 +148,7 @@ class MainWindow(QMainWindow):
     def _add_panel(self, title: str, icon_name: str, panel: QWidget) -> None:
         item = QListWidgetItem(title)
         item.setTextAlignment(Qt.AlignmentFlag.AlignHCenter)
-        item.setSizeHint(QSize(70, 62))
+        item.setSizeHint(QSize(98, 62))
         self.sidebar.addItem(item)
         self.stack.addWidget(panel)
         self._panels.append((item, icon_name))
@@ -231,7 +242,7 @@ class MainWindow(QMainWindow):
     # ---------------------------------------------------------------- settings
 
     def open_settings(self) -> None:
-        dialog = SettingsDialog(self.settings, self.presets, self)
+        dialog = SettingsDialog(self.settings, load_presets(), self)
         if dialog.exec() == SettingsDialog.DialogCode.Accepted:
             self.apply_settings(dialog.result_settings())
 
@@ -272,6 +283,9 @@ class MainWindow(QMainWindow):
             return
         self._closed = True
         self.chat.shutdown()
+        self.summarize.shutdown()
+        self.translate.shutdown()
+        self.workbench.shutdown()
         self.bridge.shutdown()
         try:
             self.store.purge_deleted()

@@ -1,0 +1,62 @@
+"""The Workbench part of ``python -m app.screenshots``: real runs (a completion, a branch,
+a comparison, an attention capture), then each tab grabbed in the current theme."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from app.widgets.constraint_editors import SCHEMA
+
+PROMPT = "The three primary colours are"
+TABS = ((0, "text"), (1, "tokens"), (2, "compare"), (3, "model"), (4, "attention"))
+Wait = Callable[..., None]
+
+
+def prepare_workbench(app, window, wait: Wait) -> None:  # type: ignore[no-untyped-def]
+    panel = window.workbench
+    window.sidebar.setCurrentRow(window.stack.indexOf(panel))
+    finished: list[object] = []
+    panel.run_finished.connect(finished.append)
+
+    def run(start: Callable[[], object]) -> None:
+        count = len(finished)
+        if start() is None:
+            raise RuntimeError(f"the Workbench refused to run: {panel.error.text()}")
+        wait(app, lambda: len(finished) > count, 300, "a Workbench run")
+
+    panel.apply_preset("Balanced")
+    panel.sampling.set_values({**panel.sampling.values(), "max_tokens": 40, "seed": 7})
+    panel.editor.setPlainText(PROMPT)
+    run(panel.run)
+    original = panel.tokens.runs[-1]
+    position = min(3, len(original.records) - 1)
+    record = original.records[position]
+    alt = next(a for a in record.alternatives if a.token_id != record.token_id)
+    run(lambda: panel.branch(0, position, alt.token_id))
+    panel.tokens.pin(min(5, len(panel.tokens.runs[-1].records) - 1))
+    if panel.attention_available:
+        job = panel.show_attention(panel.tokens.current, panel.tokens.pinned)
+        wait(app, lambda: panel._attention_job != job, 120, "the attention capture")
+    panel.compare.load_preset("A", "Precise")
+    panel.compare.load_preset("B", "Creative")
+    run(panel.run_compare)
+    panel.controls.setCurrentIndex(1)
+    panel.constraints.shape.setCurrentIndex(SCHEMA)
+
+
+def capture_workbench(app, window, out: Path, scheme: str,  # type: ignore[no-untyped-def]
+                      settle: Callable[..., None]) -> list[Path]:
+    panel = window.workbench
+    window.sidebar.setCurrentRow(window.stack.indexOf(panel))
+    written = []
+    for index, name in TABS:
+        panel.work.setCurrentIndex(index)
+        panel.controls.setCurrentIndex(1 if name == "text" else 0)
+        settle(app, 0.3)
+        path = out / f"workbench-{name}-{scheme}.png"
+        window.grab().save(str(path))
+        written.append(path)
+    window.sidebar.setCurrentRow(0)
+    settle(app, 0.2)
+    return written
