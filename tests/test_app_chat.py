@@ -9,6 +9,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 
+from app.presets import load_presets
 from app.settings import AppSettings
 from app.window import MainWindow
 from engine.events import Done, Error, ErrorKind, FinishReason
@@ -311,7 +312,7 @@ def test_copy_last_reply_shortcut_and_chat_settings(qtbot, make_window):
                    | Qt.KeyboardModifier.ShiftModifier)
     assert QGuiApplication.clipboard().text() == plain.text
     chat = window.chat
-    preset = next(p for p in window.presets if p.name == "Programming helper")
+    preset = next(p for p in load_presets() if p.name == "Programming helper")
     chat.new_chat()
     chat.apply_chat_settings(chat.ensure_conversation().id, system_prompt=preset.system_prompt,
                              model=None, sampling={"max_tokens": 8})

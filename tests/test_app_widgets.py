@@ -122,3 +122,33 @@ def test_status_bar_undo_runs_once(qtbot):
     assert calls == [1] and not bar.undo_button.isVisible()
     bar.set_context(1500, 2048)
     assert bar.context_bar.format() == "1,500 / 2,048" and bar.context_bar.maximum() == 2048
+
+
+def test_user_presets_are_saved_and_deleted_from_chat_settings(qtbot, monkeypatch):
+    from PySide6.QtWidgets import QInputDialog, QMessageBox
+
+    from app.presets import load_presets
+    from app.widgets.conversation_settings import ConversationSettingsDialog
+
+    def dialog() -> ConversationSettingsDialog:
+        d = ConversationSettingsDialog("Chat", "Be brief.", None, {}, load_presets(), [])
+        qtbot.addWidget(d)
+        return d
+
+    first = dialog()
+    monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: ("Terse", True))
+    first.save_preset.click()
+    assert first.delete_preset.isEnabled()  # the new preset is selected and is the user's
+    assert any(p.name == "Terse" and p.user for p in load_presets())
+
+    second = dialog()  # a later dialog sees the saved preset without a restart
+    index = second.preset.findData("Terse")
+    assert index >= 0
+    second.preset.setCurrentIndex(1)  # a shipped preset cannot be deleted
+    assert not second.delete_preset.isEnabled()
+    second.preset.setCurrentIndex(index)
+    monkeypatch.setattr(QMessageBox, "question",
+                        lambda *a, **k: QMessageBox.StandardButton.Yes)
+    second.delete_preset.click()
+    assert second.preset.findData("Terse") == -1
+    assert not any(p.name == "Terse" for p in load_presets())
