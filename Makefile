@@ -12,9 +12,10 @@ endif
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.verso-installed
+PACKAGE_STAMP := $(VENV)/.verso-package-tools
 TEST_MODELS := $(VENV)/test-models
 
-.PHONY: run test lint bench screenshots clean install
+.PHONY: run test test-slow lint bench screenshots clean install package
 
 $(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Verso needs Python 3.11 or newer")'
@@ -32,11 +33,24 @@ run: $(STAMP)
 	$(PY) -m app
 
 test: $(STAMP)
-	$(PY) -m ruff check engine app tests bench
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+	$(PY) -m ruff check engine app tests bench packaging
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m "not slow"
+
+# Builds the packaged app from a clean copy of the source and runs its --self-test (minutes).
+test-slow: $(PACKAGE_STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m slow
+
+# PyInstaller, pinned in the `package` extra (pyproject.toml).
+$(PACKAGE_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,package]'
+	touch $(PACKAGE_STAMP)
+
+# The Linux bundle: dist/verso/ and dist/verso-<version>-linux-<arch>.tar.gz (packaging/build.py).
+package: $(PACKAGE_STAMP)
+	$(PY) packaging/build.py
 
 lint: $(STAMP)
-	$(PY) -m ruff check engine app tests bench
+	$(PY) -m ruff check engine app tests bench packaging
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py

@@ -14,6 +14,10 @@ from PySide6.QtWidgets import QApplication
 
 def main(argv: list[str] | None = None) -> int:
     multiprocessing.freeze_support()
+    if "--self-test" in (sys.argv if argv is None else argv)[1:]:
+        from app.selftest import run_self_test  # offscreen, temp data folder; see there
+
+        return run_self_test()
     logging.basicConfig(level=logging.INFO if "--verbose" in (argv or sys.argv) else
                         logging.WARNING, format="verso %(levelname)s %(name)s: %(message)s")
     QCoreApplication.setApplicationName("Verso")
