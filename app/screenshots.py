@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     from app.document_screenshots import capture_documents, prepare_documents
+    from app.presets import load_presets
     from app.settings import AppSettings
     from app.widgets.settings_dialog import SettingsDialog
     from app.window import MainWindow
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         path = out / f"chat-{scheme}.png"
         window.grab().save(str(path))
         written.append(path)
-        dialog = SettingsDialog(window.settings, window.presets, window)
+        dialog = SettingsDialog(window.settings, load_presets(), window)
         dialog.tabs.setCurrentIndex(0)
         dialog.show()
         _settle(app)

@@ -9,7 +9,11 @@ from pathlib import Path
 from app.widgets.constraint_editors import SCHEMA
 
 PROMPT = "The three primary colours are"
-TABS = ((0, "text"), (1, "tokens"), (2, "compare"), (3, "model"), (4, "attention"))
+TABS = ((0, "text"), (1, "tokens"), (2, "compare"), (3, "model"), (4, "attention"),
+        (5, "classify"))
+REVIEW = "The battery lasts all day and the screen is gorgeous, but the speaker is tinny."
+EXAMPLES = (("Arrived broken and support never answered.", "negative"),
+            ("Does exactly what it says, nothing more.", "neutral"))
 Wait = Callable[..., None]
 
 
@@ -43,6 +47,14 @@ def prepare_workbench(app, window, wait: Wait) -> None:  # type: ignore[no-untyp
     run(panel.run_compare)
     panel.controls.setCurrentIndex(1)
     panel.constraints.shape.setCurrentIndex(SCHEMA)
+    classify = panel.classify
+    classify.choose_preset("Sentiment")
+    for text, label in EXAMPLES:
+        classify.examples.add_row(text, label)
+    classify.text.setPlainText(REVIEW)
+    if classify.run() is None:
+        raise RuntimeError(f"Classify refused to run: {classify.problems()}")
+    wait(app, lambda: not classify.running, 120, "a classification")
 
 
 def capture_workbench(app, window, out: Path, scheme: str,  # type: ignore[no-untyped-def]

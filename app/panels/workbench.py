@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
 
 from app.bridge import EngineBridge, TaskJob
 from app.panels import workbench_tasks as tasks
+from app.panels.workbench_classify import ClassifyView
 from app.sampler_presets import (
     SamplerPreset,
     delete_sampler_preset,
@@ -66,7 +67,7 @@ from engine.options import ChatRequest, CompletionRequest, KVType
 log = logging.getLogger(__name__)
 
 MODES = (("raw", "Raw completion"), ("chat", "Chat"))
-TEXT, TOKENS, COMPARE, MODEL, ATTENTION = range(5)
+TEXT, TOKENS, COMPARE, MODEL, ATTENTION, CLASSIFY = range(6)
 RUN_FIELDS = ("max_tokens", "seed", "stop")  # kept when a preset is applied
 DEFAULT_N_PROBS = 5
 
@@ -183,11 +184,12 @@ class WorkbenchPanel(QWidget):
         self.compare.stop_requested.connect(self.stop)
         self.model_view = ModelView()
         self.attention = AttentionView()
+        self.classify = ClassifyView(self.bridge)
         self.work = QTabWidget()
         self.work.setObjectName("workbenchTabs")
         for widget, title in ((self.text_stack, "Text"), (self.tokens, "Tokens"),
                               (self.compare, "Compare"), (self.model_view, "Model"),
-                              (self.attention, "Attention")):
+                              (self.attention, "Attention"), (self.classify, "Classify")):
             self.work.addTab(widget, title)
         self.work.currentChanged.connect(self._work_tab_changed)
 
@@ -258,7 +260,10 @@ class WorkbenchPanel(QWidget):
         self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 8, 10, 6)
-        layout.addLayout(top)
+        top.setContentsMargins(0, 0, 0, 0)
+        self.top_bar = QWidget()
+        self.top_bar.setLayout(top)
+        layout.addWidget(self.top_bar)
         layout.addWidget(split, 1)
         layout.addWidget(self.error)
         layout.addWidget(self.stats)
@@ -267,6 +272,7 @@ class WorkbenchPanel(QWidget):
         self.tokens.set_scheme(scheme)
         self.model_view.set_scheme(scheme)
         self.attention.set_scheme(scheme)
+        self.classify.set_scheme(scheme)
 
     # ---------------------------------------------------------------- presets
 
@@ -388,7 +394,7 @@ class WorkbenchPanel(QWidget):
 
     def _show_error(self, text: str) -> None:
         self.error.setText(text)
-        self.error.setVisible(bool(text))
+        self.error.setVisible(bool(text) and self.work.currentIndex() != CLASSIFY)
 
     def _mode_changed(self) -> None:
         self.text_stack.setCurrentIndex(0 if self.mode.currentData() == "raw" else 1)
@@ -691,6 +697,11 @@ class WorkbenchPanel(QWidget):
         self._update_run_state()
 
     def _work_tab_changed(self, index: int) -> None:
+        # Classify has its own inputs and runs; generation's controls would only mislead.
+        generating = index != CLASSIFY
+        for widget in (self.top_bar, self.controls, self.stats):
+            widget.setVisible(generating)
+        self.error.setVisible(generating and bool(self.error.text()))
         if index == COMPARE:
             self.compare.refresh()
         if index == MODEL and self._model_stale:
@@ -749,3 +760,4 @@ class WorkbenchPanel(QWidget):
         for job in (self._job, self._grammar_job, self._attention_job):
             if job is not None:
                 self.bridge.cancel(job)
+        self.classify.shutdown()

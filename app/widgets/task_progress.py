@@ -13,6 +13,7 @@ STAGE_NAMES = {
     "extract": "Choosing sentences",
     "translate": "Translating segments",
     "retranslate": "Re-translating",
+    "classify": "Classifying texts",
 }
 
 
