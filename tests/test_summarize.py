@@ -139,6 +139,13 @@ def test_invalid_markers_are_dropped_and_unmarked_points_inferred():
     ]
 
 
+def test_points_made_only_of_numbers_or_a_cut_off_marker_are_not_statements():
+    notes = [Note("Gutenberg printed the Bible in Mainz.", (1,))]
+    text = "- [1, 2, 3, 4, 5, 6, 7\n- 1999, 2000\n- Printed in Mainz [1, 2"
+    points, _ = cite(text, notes, existing={1, 2})
+    assert [(p.text, p.chunks) for p in points] == [("Printed in Mainz", (1,))]
+
+
 # ------------------------------------------------------------------ abstractive
 
 

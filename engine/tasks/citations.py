@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from engine.documents import split_sentences
 
 _MARKER = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
+_CUT_MARKER = re.compile(r"\[[\d,;\s]*$")  # a marker the length limit cut off
 _BULLET = re.compile(r"^\s*(?:[-*•+]|\d+[.)])\s+")
 _ACTIONS = re.compile(r"^\W*action items?\W*$", re.IGNORECASE)
 _HEADER = re.compile(r"^\W*(key points?|summary|bullet points?)\W*$", re.IGNORECASE)
@@ -74,8 +75,8 @@ def cite(text: str, notes: Sequence[Note], existing: set[int],
             for number in re.split(r"\s*[,;]\s*", match[1]):
                 n = int(number)
                 (cited if n in existing else invalid).append(n)
-        clean = " ".join(_MARKER.sub("", statement).split()).rstrip(" ,;")
-        if not clean or not any(ch.isalnum() for ch in clean):
+        clean = " ".join(_CUT_MARKER.sub("", _MARKER.sub("", statement)).split()).rstrip(" ,;")
+        if not any(ch.isalpha() for ch in clean):  # only numbers or markers: not a statement
             continue
         inferred = False
         if not cited and notes:
