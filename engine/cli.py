@@ -36,6 +36,7 @@ from engine.options import (
     LoadSettings,
     SamplingParams,
 )
+from engine.text_lists import split_list
 
 if TYPE_CHECKING:
     from engine.tasks.constraints import Constraints
@@ -126,24 +127,6 @@ def _add_constraint_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--logprobs", type=int, default=None, metavar="N",
                        help="Report each token's log-probability and top N alternatives "
                             "(in the JSON output; implies --json).")
-
-
-def split_list(text: str) -> list[str]:
-    """Comma-separated items; a backslash keeps the next character (so '\\,' is a comma)."""
-    items, current, escaped = [], [], False
-    for ch in text:
-        if escaped:
-            current.append(ch)
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == ",":
-            items.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    items.append("".join(current))
-    return [item.strip() for item in items if item.strip()]
 
 
 def _read_file(path: str, what: str) -> str:

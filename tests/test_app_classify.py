@@ -14,10 +14,9 @@ from PySide6.QtCore import Qt
 from app.bridge import TaskJob
 from app.panels.workbench import CLASSIFY
 from app.panels.workbench_classify import FILE, ONE_TEXT, ClassifyView
-from app.settings import AppSettings
-from app.window import MainWindow
 from engine.events import Done, FinishReason
 from engine.tasks.classify import ClassifyResult, classify
+from tests.windows import module_window
 
 TIMEOUT_MS = 60_000
 LABELS = ("positive", "negative")
@@ -30,23 +29,8 @@ _ids = itertools.count(1)
 
 @pytest.fixture(scope="module")
 def window(qapp, smol_path, tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        home = tmp_path_factory.mktemp("classify-home")
-        mp.setenv("VERSO_HOME", str(home))
-        mp.setenv("VERSO_MODELS_DIR", str(home / "models"))
-        settings = AppSettings(n_ctx=1024, n_threads=1, model_path=str(smol_path))
-        win = MainWindow(settings=settings)
-        win.show()
-        win.sidebar.setCurrentRow(win.stack.indexOf(win.workbench))
-        deadline = 600
-        while win.bridge.loaded is None and deadline:
-            qapp.processEvents()
-            win.bridge.thread().msleep(100)
-            deadline -= 1
-        assert win.bridge.loaded is not None, "the model did not load"
+    with module_window(qapp, smol_path, tmp_path_factory, "classify-home") as win:
         yield win
-        win.shutdown()
-        win.close()
 
 
 @pytest.fixture

@@ -11,13 +11,12 @@ import pytest
 from PySide6.QtCore import Qt
 
 from app.panels.workbench import WorkbenchPanel
-from app.settings import AppSettings
 from app.widgets.attention_view import AttentionView
 from app.widgets.constraint_editors import CHOICES, FREE, GRAMMAR, SCHEMA
-from app.window import MainWindow
 from engine import paths
 from engine.catalog import format_bytes, read_header
 from engine.events import AttentionMap, Done
+from tests.windows import module_window
 
 TIMEOUT_MS = 60_000
 GREEDY = {"temperature": 0.0, "top_k": 1, "top_p": 1.0, "min_p": 0.0,
@@ -26,23 +25,8 @@ GREEDY = {"temperature": 0.0, "top_k": 1, "top_p": 1.0, "min_p": 0.0,
 
 @pytest.fixture(scope="module")
 def window(qapp, smol_path, tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        home = tmp_path_factory.mktemp("workbench-home")
-        mp.setenv("VERSO_HOME", str(home))
-        mp.setenv("VERSO_MODELS_DIR", str(home / "models"))
-        settings = AppSettings(n_ctx=1024, n_threads=1, model_path=str(smol_path))
-        win = MainWindow(settings=settings)
-        win.show()
-        win.sidebar.setCurrentRow(win.stack.indexOf(win.workbench))
-        deadline = 600
-        while win.bridge.loaded is None and deadline:
-            qapp.processEvents()
-            win.bridge.thread().msleep(100)
-            deadline -= 1
-        assert win.bridge.loaded is not None, "the model did not load"
+    with module_window(qapp, smol_path, tmp_path_factory, "workbench-home") as win:
         yield win
-        win.shutdown()
-        win.close()
 
 
 @pytest.fixture

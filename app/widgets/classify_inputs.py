@@ -20,6 +20,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.text_lists import split_items
+
 LABEL_PRESETS: dict[str, tuple[str, ...]] = {
     "Sentiment": ("positive", "negative", "neutral"),
     "Topic": ("business", "politics", "technology", "science", "health", "sports",
@@ -27,24 +29,6 @@ LABEL_PRESETS: dict[str, tuple[str, ...]] = {
     "Intent": ("question", "request", "complaint", "praise", "greeting", "other"),
 }
 CUSTOM = "Custom"
-
-
-def split_items(line: str) -> list[str]:
-    """Comma-separated items; a backslash keeps the next character ('\\,' is a comma)."""
-    items, current, escaped = [], [], False
-    for ch in line:
-        if escaped:
-            current.append(ch)
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == ",":
-            items.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    items.append("".join(current))
-    return items
 
 
 def parse_labels(text: str) -> list[str]:
