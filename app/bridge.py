@@ -136,6 +136,8 @@ class _EngineWorker(QObject):
                     cancel_sent = True
                 if isinstance(event, ModelLoaded):
                     self._has_model = True
+                elif isinstance(event, Error) and self._client.loaded is None:
+                    self._has_model = False
                 self.load_event.emit(event)
         except Exception as exc:  # a bug must reach the user as an error, not a hang
             log.exception("model load failed")
@@ -464,6 +466,8 @@ class EngineBridge(QObject):
             self.busy_changed.emit(self.busy)
         elif isinstance(event, Error):
             self.loading = None
+            if self.client.loaded is None:  # the engine had unloaded the previous model
+                self.loaded = None
             self.load_failed.emit(event)
             self.busy_changed.emit(self.busy)
         elif isinstance(event, Done):

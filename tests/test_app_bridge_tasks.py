@@ -64,3 +64,33 @@ def test_cancel_and_errors_end_a_task_with_a_reason(qtbot, bridge):
     outcome = blocker.args[1]
     assert isinstance(outcome, Error) and outcome.kind is ErrorKind.INTERNAL
     assert "boom" in outcome.message
+
+
+def test_a_load_that_fails_inside_llama_cpp_leaves_no_stale_model(qtbot, bridge, smol_path,
+                                                                   tmp_path):
+    """The header passes validation (one more layer than the file has), llama.cpp refuses it
+    after the previous model was unloaded: nothing may still claim to be loaded."""
+    import struct
+
+    data = bytearray(smol_path.read_bytes())
+    at = data.find(b"llama.block_count") + len(b"llama.block_count")
+    assert struct.unpack_from("<I", data, at)[0] == 4  # uint32
+    struct.pack_into("<I", data, at + 4, struct.unpack_from("<I", data, at + 4)[0] + 1)
+    broken = tmp_path / "one-layer-short.gguf"
+    broken.write_bytes(bytes(data))
+
+    assert bridge.loaded is not None
+    with qtbot.waitSignal(bridge.load_failed, timeout=TIMEOUT_MS) as blocker:
+        bridge.load(LoadSettings(path=str(broken), n_ctx=512, n_threads=1))
+    assert blocker.args[0].kind is ErrorKind.MODEL_INVALID
+    assert bridge.loaded is None and bridge.client.loaded is None
+
+    def ask(client, cancelled):
+        yield from client.complete(CompletionRequest(prompt="Hello"))
+
+    seen: list[object] = []
+    bridge.task_event.connect(lambda job_id, event: seen.append(event))
+    with qtbot.waitSignal(bridge.task_finished, timeout=TIMEOUT_MS):
+        bridge.run_task(TaskJob("after", ask))
+    errors = [e for e in seen if isinstance(e, Error)]
+    assert errors and errors[0].kind is ErrorKind.NO_MODEL

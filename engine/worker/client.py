@@ -179,6 +179,10 @@ class EngineClient:
 
     def load(self, settings: LoadSettings) -> Iterator[Event]:
         for event in self._run(p.Load(settings), recover=False):
+            if isinstance(event, p.Unloaded):
+                self._wanted = None
+                self.loaded = None
+                continue
             if isinstance(event, ModelLoaded):
                 self._wanted = settings
                 self.loaded = event

@@ -21,7 +21,12 @@ log = logging.getLogger(__name__)
 def dispatch(runtime: Runtime, command: p.Command, cancel: Callable[[], bool]) -> Iterator[Event]:
     match command:
         case p.Load(settings):
-            yield from runtime.load(settings)
+            try:
+                yield from runtime.load(settings)
+            except BaseException:
+                if runtime.loaded is None:
+                    yield p.Unloaded()  # type: ignore[misc]
+                raise
         case p.Unload():
             runtime.unload()
         case p.Chat(request):

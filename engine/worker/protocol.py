@@ -99,6 +99,11 @@ class Text:
 
 
 @dataclass(frozen=True, slots=True)
+class Unloaded:
+    """A failed load had already unloaded the previous model: none is loaded now."""
+
+
+@dataclass(frozen=True, slots=True)
 class Problems:
     items: tuple[str, ...]
 
