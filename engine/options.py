@@ -117,3 +117,9 @@ class CompletionRequest:
     add_bos: bool = True
     forced_prefix_tokens: tuple[int, ...] = ()  # appended after the prompt before sampling
     echo_forced: bool = False  # stream the forced tokens as Token events; Done.text has them
+
+
+def prompt_limit(n_ctx: int, max_tokens: int) -> int:
+    """Tokens a prompt may use: the context minus room for a reply (at most a quarter of the
+    context is reserved, so a large max_tokens does not refuse ordinary prompts)."""
+    return n_ctx - max(1, min(max_tokens, n_ctx // 4))

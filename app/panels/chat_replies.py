@@ -21,7 +21,7 @@ from app.settings import AppSettings
 from app.widgets.composer import Composer
 from app.widgets.message_view import MessageView
 from engine.events import ContextTrimmed, Done, Error, ErrorKind, Progress, Rollback
-from engine.options import ChatMessage
+from engine.options import ChatMessage, prompt_limit
 from engine.store import Conversation, ConversationStore, Message
 
 COUNT_DELAY_MS = 350
@@ -287,6 +287,6 @@ class ReplyController(QObject):
             return
         settings = self._settings()
         max_tokens = settings.sampling_params(self._count_sampling).max_tokens
-        limit = loaded.n_ctx - max(1, min(max_tokens, loaded.n_ctx // 4))
+        limit = prompt_limit(loaded.n_ctx, max_tokens)
         self._composer.set_meter(tokens, loaded.n_ctx, limit, settings.context_policy)
         self.context_counted.emit(tokens, loaded.n_ctx)

@@ -53,6 +53,7 @@ from engine.options import (
     KVType,
     LoadSettings,
     SamplingParams,
+    prompt_limit,
 )
 from engine.runtime.attention import AttentionCapture
 from engine.runtime.chat_template import ChatTemplate
@@ -454,10 +455,7 @@ class Runtime:
                                   f"(0 to {n_vocab - 1}).")
 
     def _prompt_limit(self, sampling: SamplingParams) -> int:
-        """Tokens a prompt may use: the context minus room for a reply (at most a quarter of
-        the context is reserved, so a large max_tokens does not refuse ordinary prompts)."""
-        n_ctx = self._require_model().n_ctx()
-        return n_ctx - max(1, min(sampling.max_tokens, n_ctx // 4))
+        return prompt_limit(self._require_model().n_ctx(), sampling.max_tokens)
 
     def _tokens_for(self, session_id: str, prompt_text: str) -> list[int]:
         history = self._history.get(session_id)
