@@ -329,3 +329,22 @@ def test_attention_view_shows_a_synthetic_map(qtbot):
     assert view.layer.currentText() == "Layer 0"
     view.skip_first.setChecked(True)
     assert all(p.shade <= 1.0 for p in view.strip.pieces())
+
+
+def test_token_view_draws_a_bounded_window_while_streaming(qtbot):
+    from app.widgets.token_view import LIVE_PIECES, Run, TokenRecord, TokenView
+
+    view = TokenView()
+    qtbot.addWidget(view)
+    view.show()
+    run = Run("Run 1", "raw", "Once")
+    view.add_run(run)
+    run.records = [TokenRecord(i, f" t{i}", -0.5) for i in range(LIVE_PIECES + 200)]
+    view.run_updated(0)  # streaming: only the latest tokens are drawn
+    pieces = view.text.pieces()
+    assert len(pieces) == LIVE_PIECES + 1 and "200 earlier tokens" in pieces[0].text
+    assert pieces[-1].text == f" t{LIVE_PIECES + 199}"
+    view.run_updated(0, final=True)  # the run ended: everything, with the prompt's tail
+    pieces = view.text.pieces()
+    assert len(pieces) == LIVE_PIECES + 201 and pieces[0].text == "Once"
+    assert view.piece_for_record(0) == 1

@@ -637,7 +637,7 @@ class WorkbenchPanel(QWidget):
 
     def _show_run(self, index: int, final: bool = False) -> None:
         run = self.tokens.runs[index]
-        self.tokens.run_updated(index)
+        self.tokens.run_updated(index, final)
         if index == self._shown_run:
             self._show_output(run)
         if final and run.done is not None:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import html
 import math
+import time
 from dataclasses import dataclass, field
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -104,6 +105,10 @@ def tooltip(record: TokenRecord) -> str:
     return "".join(rows)
 
 
+RENDER_INTERVAL_S = 0.25
+LIVE_PIECES = 400  # while a run streams, only its latest tokens are drawn (bounded cost)
+
+
 class TokenView(QWidget):
     current_changed = Signal(int)  # run index
     branch_requested = Signal(int, int, int)  # run index, token position, token id
@@ -111,6 +116,12 @@ class TokenView(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self._stale = False
+        self._live = False
+        self._last_render = 0.0
+        self._render_timer = QTimer(self)
+        self._render_timer.setSingleShot(True)
+        self._render_timer.timeout.connect(self._refresh)
         self.runs: list[Run] = []
         self._pieces_to_record: list[int] = []
         self._current = -1
@@ -205,11 +216,35 @@ class TokenView(QWidget):
     def current(self) -> int:
         return self._current
 
-    def run_updated(self, index: int) -> None:
-        if index == self._current:
-            self._render()
-            if self.pinned >= 0:
-                self._show_record(self.pinned)
+    def run_updated(self, index: int, final: bool = False) -> None:
+        """Re-render after ``index`` changed. The whole shaded text is rebuilt, so while a
+        run streams this happens at most every ``RENDER_INTERVAL_S`` and not at all while
+        the view is hidden (it catches up when shown)."""
+        if index != self._current:
+            return
+        if not self.isVisible():
+            self._stale = True
+            return
+        wait = self._last_render + RENDER_INTERVAL_S - time.monotonic()
+        self._live = not final
+        if not final and wait > 0:
+            if not self._render_timer.isActive():
+                self._render_timer.start(int(wait * 1000) + 1)
+            return
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self._render_timer.stop()
+        self._stale = False
+        self._last_render = time.monotonic()
+        self._render(live=self._live)
+        if self.pinned >= 0:
+            self._show_record(self.pinned)
+
+    def showEvent(self, event) -> None:  # type: ignore[no-untyped-def]
+        super().showEvent(event)
+        if self._stale:
+            self._refresh()
 
     def _tab_changed(self, index: int) -> None:
         self._current = index
@@ -218,18 +253,24 @@ class TokenView(QWidget):
         self._render()
         self.current_changed.emit(index)
 
-    def _render(self) -> None:
+    def _render(self, live: bool = False) -> None:
         if not 0 <= self._current < len(self.runs):
             self.text.set_pieces([])
             return
         run = self.runs[self._current]
         pieces: list[Piece] = []
         self._pieces_to_record = []
-        if run.mode == "raw" and run.prompt_text:
+        shown = chunks(run)
+        if live and len(shown) > LIVE_PIECES:
+            pieces.append(Piece(f"… {len(shown) - LIVE_PIECES} earlier tokens (all shown when "
+                                "the run ends) …\n", None))
+            self._pieces_to_record.append(-1)
+            shown = shown[-LIVE_PIECES:]
+        elif run.mode == "raw" and run.prompt_text:
             tail = run.prompt_text[-300:]
             pieces.append(Piece(("…" if len(run.prompt_text) > 300 else "") + tail, None))
             self._pieces_to_record.append(-1)
-        for first, text in chunks(run):
+        for first, text in shown:
             record = run.records[first]
             p = record.probability
             pieces.append(Piece(text, 1.0 if p is None else p, tooltip(record)))
