@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 class LoadedDocument:
     document: Document
     tokens: int | None  # with the current model's vocabulary; None without a model
+    pasted: str | None = None  # the text as pasted or dropped (kept so a job can be resumed)
 
 
 def count_tokens(document: Document, model_path: str | None) -> int | None:
@@ -78,8 +79,8 @@ class DocumentLoader(QObject):
         def work() -> None:
             try:
                 document = document_from_text(text, name=name, markdown=True)
-                self._emit(self.loaded, number, LoadedDocument(document,
-                                                               count_tokens(document, model)))
+                self._emit(self.loaded, number, LoadedDocument(
+                    document, count_tokens(document, model), pasted=text))
             except VersoError as exc:
                 self._emit(self.failed, number, name, str(exc))
 

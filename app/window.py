@@ -85,6 +85,8 @@ class MainWindow(QMainWindow):
         if interrupted:
             self.status.showMessage(f"{interrupted} reply(s) were cut off when Verso last "
                                     "closed; their text is kept.", 10000)
+        elif unfinished := self.unfinished_jobs_text():
+            self.status.showMessage(unfinished, 15000)
         self.bridge.start_engine()
         if autoload:
             path = self.settings.model_path
@@ -93,6 +95,19 @@ class MainWindow(QMainWindow):
                 path = str(default) if default else None
             if path:
                 self.load_model(path)
+
+    def unfinished_jobs_text(self) -> str:
+        """What the Summarize and Translate panels list as unfinished, in one sentence."""
+        parts = []
+        for count, noun, panel in ((self.summarize.interrupted.count, "summary", "Summarize"),
+                                   (self.translate.interrupted.count, "translation",
+                                    "Translate")):
+            if count:
+                plural = "summaries" if noun == "summary" else "translations"
+                parts.append(f"{count} unfinished {noun if count == 1 else plural} "
+                             f"(open {panel} to resume)")
+        text = "; ".join(parts)
+        return text[:1].upper() + text[1:] + "." if text else ""
 
     # ------------------------------------------------------------------ layout
 

@@ -1,17 +1,20 @@
 """The Summarize panel: documents in, a summary out whose every citation opens the chunk it
 came from. Work runs in the engine thread through the bridge's task queue; each step is
-stored in the JobStore, so running a cancelled or interrupted job again resumes it."""
+stored in the JobStore, so running a cancelled or interrupted job again resumes it; jobs that
+did not finish are listed above the results with Resume (reopens their documents, restores
+the settings) and Discard."""
 
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PySide6.QtCore import QEvent, Qt, Signal
-from PySide6.QtGui import QGuiApplication
+from PySide6.QtGui import QGuiApplication, QShowEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -32,12 +35,22 @@ from app.panels.summary_render import (
     summary_markdown,
 )
 from app.widgets.document_picker import DocumentPicker
+from app.widgets.interrupted_jobs import InterruptedJobs
 from app.widgets.linked_text import LinkedTextView
 from app.widgets.task_progress import TaskProgressRow
 from engine.documents import Chunk, Document
 from engine.events import Done, Error
+from engine.store.db import StoreError
 from engine.store.jobs import JobStore
 from engine.tasks.jobs import CancelCheck, TaskProgress
+from engine.tasks.resume import (
+    InterruptedJob,
+    changed_documents,
+    check_sources,
+    interrupted_jobs,
+    make_recipe,
+    summary_title,
+)
 from engine.tasks.summarize import (
     Form,
     Mode,
@@ -46,6 +59,8 @@ from engine.tasks.summarize import (
     source_chunks,
     summarize,
 )
+
+log = logging.getLogger(__name__)
 
 ABSTRACTIVE, EXTRACTIVE, MULTI = "abstractive", "extractive", "multi"
 MODES = ((ABSTRACTIVE, "Abstractive"), (EXTRACTIVE, "Extractive (quotes, no model)"),
@@ -60,8 +75,10 @@ class SummaryOutcome:
     chunks: dict[int, Chunk]  # chunk id -> its text and location, for showing citations
 
 
-def summarize_task(documents: Sequence[Document], settings: SummarizeSettings):  # type: ignore[no-untyped-def]
-    """The engine-thread side: progress, then one ``SummaryOutcome``."""
+def summarize_task(documents: Sequence[Document], settings: SummarizeSettings,  # type: ignore[no-untyped-def]
+                   pasted: Sequence[str | None] | None = None):
+    """The engine-thread side: progress, then one ``SummaryOutcome``. ``pasted``: the text of
+    each pasted document (None for files), kept in the job so it can be resumed later."""
     documents = list(documents)
 
     def run(client, cancelled: CancelCheck) -> Iterator[object]:  # type: ignore[no-untyped-def]
@@ -69,8 +86,11 @@ def summarize_task(documents: Sequence[Document], settings: SummarizeSettings): 
             for event in summarize(None, documents, settings, cancel=cancelled):
                 yield SummaryOutcome(event, {}) if isinstance(event, SummaryResult) else event
             return
+        recipe = make_recipe(summary_title(documents), documents, settings.to_json(),
+                             client.loaded.path if client.loaded else "", pasted)
         with JobStore() as store:
-            for event in summarize(client, documents, settings, store, cancel=cancelled):
+            for event in summarize(client, documents, settings, store, cancel=cancelled,
+                                   recipe=recipe):
                 if isinstance(event, SummaryResult):
                     chunks = {ref.id: chunk for chunk, ref in
                               source_chunks(client, documents, settings)}
@@ -99,6 +119,7 @@ class SummarizePanel(QWidget):
         self._resumable: object = None  # the run key of a cancelled or failed run
         self._resumed_note: str | None = None  # said once the first map step reports
         self._source_shown: tuple[str, int, int] | None = None  # to redraw on a theme change
+        self._pending_resume: InterruptedJob | None = None  # documents being reopened for it
 
         title = QLabel("Summarize")
         title.setObjectName("chatTitle")
@@ -187,6 +208,9 @@ class SummarizePanel(QWidget):
         source_layout.setContentsMargins(0, 0, 0, 0)
         source_layout.addWidget(_section("Source"))
         source_layout.addWidget(self.source_view, 1)
+        self.interrupted = InterruptedJobs("summary", "summaries")
+        self.interrupted.resume_requested.connect(self.resume_job)
+        self.interrupted.discard_requested.connect(self.discard_job)
         splitter = QSplitter()
         splitter.addWidget(result_box)
         splitter.addWidget(source_box)
@@ -202,6 +226,7 @@ class SummarizePanel(QWidget):
         layout.addLayout(options)
         layout.addLayout(run_row)
         layout.addWidget(self.error)
+        layout.addWidget(self.interrupted)
         layout.addWidget(splitter, 1)
 
         bridge.model_loaded.connect(self._model_changed)
@@ -210,6 +235,7 @@ class SummarizePanel(QWidget):
         bridge.task_event.connect(self._task_event)
         bridge.task_finished.connect(self._task_finished)
         self._options_changed()
+        self.refresh_interrupted()
 
     # ------------------------------------------------------------------ settings
 
@@ -250,6 +276,8 @@ class SummarizePanel(QWidget):
         elif self.mode_key == MULTI and count == 1 and not self.picker.reading:
             self.set_mode(ABSTRACTIVE)
         self._update()
+        if self._pending_resume is not None and not self.picker.reading:
+            self._finish_resume()
 
     def _model_changed(self, _loaded: object) -> None:
         self.picker.recount()
@@ -312,9 +340,11 @@ class SummarizePanel(QWidget):
         self._job = f"summarize-{next(self._numbers)}"
         self._resumed_note = None
         self.error.hide()
+        self.interrupted.hide()  # listed again when this run ends, if it does not finish
         self.progress.start("Waiting for the engine…")
         self._update()
-        self.bridge.run_task(TaskJob(self._job, summarize_task(documents, settings)))
+        pasted = [loaded.pasted for loaded in self.picker.loaded()]
+        self.bridge.run_task(TaskJob(self._job, summarize_task(documents, settings, pasted)))
 
     def cancel(self) -> None:
         if self._job is not None:
@@ -351,7 +381,102 @@ class SummarizePanel(QWidget):
                 self.error.setText(outcome.message)
                 self.error.show()
         self._update()
+        self.refresh_interrupted()
         self.finished.emit(outcome)
+
+    # ------------------------------------------------------------------ interrupted jobs
+
+    def refresh_interrupted(self) -> None:
+        """List the summaries that did not finish (none while one runs here)."""
+        if self._job is not None:
+            self.interrupted.hide()
+            return
+        try:
+            with JobStore() as store:
+                jobs = interrupted_jobs(store, "summarize")
+        except StoreError as exc:
+            log.warning("listing unfinished summaries failed: %s", exc)
+            jobs = []
+        self.interrupted.set_jobs(jobs)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        self.refresh_interrupted()
+
+    def _interrupted_job(self, job_id: str) -> InterruptedJob | None:
+        return next((j for j in self.interrupted.jobs() if j.id == job_id), None)
+
+    def resume_job(self, job_id: str) -> bool:
+        """Reopen the job's documents, restore its settings and run it (its stored steps are
+        reused). False, with the reason shown in its row, when it cannot."""
+        job = self._interrupted_job(job_id)
+        if job is None or job.recipe is None or self._job is not None:
+            return False
+        recipe = job.recipe
+        loaded = self.bridge.loaded
+        if loaded is None:
+            self.interrupted.show_problem(job_id, self._blocker() or "Load a model first.")
+            return False
+        if recipe.model and Path(recipe.model) != Path(loaded.path):
+            self.interrupted.show_problem(
+                job_id, f"This summary was made with {Path(recipe.model).name}; load that "
+                "model to resume it (its finished steps belong to that model).")
+            return False
+        problems = check_sources(recipe, "summarize")
+        if problems:
+            self.interrupted.show_problem(job_id, " ".join(p.message for p in problems))
+            return False
+        self.interrupted.show_problem(job_id, "")
+        settings = SummarizeSettings.from_json(recipe.settings)
+        self.base_settings = settings
+        self.set_mode(MULTI if len(recipe.sources) > 1 else ABSTRACTIVE)
+        self.set_form(settings.form)
+        self.length.setValue(settings.length)
+        self.chunk_tokens.setValue(settings.chunk_tokens)
+        self.picker.clear()
+        self._pending_resume = job  # runs once the documents are read again
+        for source in recipe.sources:
+            if source.pasted:
+                self.picker.add_text(source.text or "", source.name)
+            else:
+                self.picker.add_files([source.path])
+        self.status_message.emit(f"Reopening the documents of “{recipe.title}”…")
+        return True
+
+    def _finish_resume(self) -> None:
+        job, self._pending_resume = self._pending_resume, None
+        assert job is not None and job.recipe is not None
+        documents = self.picker.documents()
+        problems = changed_documents(job.recipe, documents, "summarize")
+        if problems:
+            reason = self.picker.error.text() if len(documents) < len(job.recipe.sources) \
+                else ""
+            self.interrupted.show_problem(job.id, " ".join(
+                [p.message for p in problems] + ([reason] if reason else [])))
+            return
+        blocker = self._blocker()
+        if blocker:
+            self.interrupted.show_problem(job.id, blocker)
+            return
+        self.run()
+
+    def discard_job(self, job_id: str) -> None:
+        """Delete the job and its stored steps."""
+        job = self._interrupted_job(job_id)
+        try:
+            with JobStore() as store:
+                store.delete(job_id)
+        except StoreError as exc:
+            self.interrupted.show_problem(job_id, str(exc))
+            return
+        if self._pending_resume is not None and self._pending_resume.id == job_id:
+            self._pending_resume = None
+        self._resumable = None
+        self._update()
+        self.refresh_interrupted()
+        title = job.info.title if job is not None else ""
+        self.status_message.emit(f"Discarded the unfinished summary “{title}”." if title
+                                 else "Discarded the unfinished summary.")
 
     def _show(self, outcome: SummaryOutcome, documents: list[Document]) -> None:
         self.outcome = outcome

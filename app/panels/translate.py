@@ -1,10 +1,12 @@
 """The Translate panel: a document, the languages and a glossary in; the translation out,
 aligned with the source segment by segment for review. Translations can be edited
-(post-edit) or re-translated one segment at a time, and exported with the edits."""
+(post-edit) or re-translated one segment at a time, and exported with the edits. Translations
+that did not finish are listed above the review with Resume and Discard."""
 
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import random
 from collections.abc import Iterator
@@ -12,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QGuiApplication
+from PySide6.QtGui import QBrush, QColor, QGuiApplication, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -31,14 +33,24 @@ from PySide6.QtWidgets import (
 from app.bridge import EngineBridge, TaskJob
 from app.widgets.document_picker import DocumentPicker
 from app.widgets.glossary_table import GlossaryTable
+from app.widgets.interrupted_jobs import InterruptedJobs
 from app.widgets.task_progress import TaskProgressRow
 from engine.documents import Document
 from engine.errors import BadRequestError
 from engine.events import Done, Error
 from engine.options import GREEDY, SamplingParams
+from engine.store.db import StoreError
 from engine.store.jobs import JobStore
 from engine.tasks.jobs import CancelCheck, TaskProgress
-from engine.tasks.language import LANGUAGES, detect_language, language_name
+from engine.tasks.language import LANGUAGES, detect_language, language_code, language_name
+from engine.tasks.resume import (
+    InterruptedJob,
+    changed_documents,
+    check_sources,
+    interrupted_jobs,
+    make_recipe,
+    translation_title,
+)
 from engine.tasks.translate import (
     Segment,
     TranslateSettings,
@@ -47,6 +59,8 @@ from engine.tasks.translate import (
     translate,
 )
 from engine.tasks.translate_export import EXPORT_SUFFIXES, export, to_markdown
+
+log = logging.getLogger(__name__)
 
 SOURCE, TRANSLATION, CONFIDENCE = range(3)
 LOW_TINT = QColor(224, 90, 70, 70)  # readable under light and dark text
@@ -64,12 +78,19 @@ class RetranslatedSegment:
     segment: Segment
 
 
-def translate_task(document: Document, settings: TranslateSettings):  # type: ignore[no-untyped-def]
-    """Finished segments are stored as they arrive: the same job run again resumes."""
+def translate_task(document: Document, settings: TranslateSettings,  # type: ignore[no-untyped-def]
+                   pasted: str | None = None):
+    """Finished segments are stored as they arrive: the same job run again resumes. The job
+    keeps the document's path (or ``pasted``, the pasted text) and the settings."""
 
     def run(client, cancelled: CancelCheck) -> Iterator[object]:  # type: ignore[no-untyped-def]
+        target = language_name(language_code(settings.target) or settings.target)
+        recipe = make_recipe(translation_title(document, target), [document],
+                             settings.to_json(), client.loaded.path if client.loaded else "",
+                             [pasted])
         with JobStore() as store:
-            yield from translate(client, document, settings, cancel=cancelled, store=store)
+            yield from translate(client, document, settings, cancel=cancelled, store=store,
+                                 recipe=recipe)
 
     return run
 
@@ -110,6 +131,7 @@ class TranslatePanel(QWidget):
         self._filling = False
         self._resumable: object = None  # the run key of a cancelled or failed translation
         self._run_key_started: object = None
+        self._pending_resume: InterruptedJob | None = None  # its document is being reopened
 
         title = QLabel("Translate")
         title.setObjectName("chatTitle")
@@ -206,6 +228,11 @@ class TranslatePanel(QWidget):
         layout.setContentsMargins(24, 10, 16, 12)
         layout.setSpacing(8)
         layout.addLayout(top)
+        self.interrupted = InterruptedJobs("translation", "translations", unit="segments",
+                                           sources="document")
+        self.interrupted.resume_requested.connect(self.resume_job)
+        self.interrupted.discard_requested.connect(self.discard_job)
+        layout.addWidget(self.interrupted)
         review_title = QLabel("Review")
         review_title.setObjectName("sectionTitle")
         layout.addWidget(review_title)
@@ -218,6 +245,7 @@ class TranslatePanel(QWidget):
         bridge.task_event.connect(self._task_event)
         bridge.task_finished.connect(self._task_finished)
         self._update()
+        self.refresh_interrupted()
 
     # ------------------------------------------------------------------ state
 
@@ -248,6 +276,8 @@ class TranslatePanel(QWidget):
         self.source.setItemText(0, f"Detect automatically ({language_name(detected)})"
                                 if detected else "Detect automatically")
         self._update()
+        if self._pending_resume is not None and not self.picker.reading:
+            self._finish_resume()
 
     def _model_changed(self, _loaded: object) -> None:
         self.picker.recount()
@@ -309,7 +339,9 @@ class TranslatePanel(QWidget):
             return
         self._settings_used = settings
         self._run_key_started = self._run_key()
-        self._start("translate", translate_task(self.document(), settings),
+        loaded = self.picker.loaded()
+        self._start("translate", translate_task(self.document(), settings,
+                                                loaded[0].pasted if loaded else None),
                     "Waiting for the engine…")
 
     def retranslate_segment(self, index: int | None = None,
@@ -334,6 +366,7 @@ class TranslatePanel(QWidget):
     def _start(self, kind: str, fn, text: str) -> None:  # type: ignore[no-untyped-def]
         self._job = (kind, f"{kind}-{next(self._numbers)}")
         self.error.hide()
+        self.interrupted.hide()  # listed again when this run ends, if it does not finish
         self.progress.start(text)
         self._update()
         self.bridge.run_task(TaskJob(self._job[1], fn))
@@ -375,7 +408,102 @@ class TranslatePanel(QWidget):
         elif isinstance(outcome, Error):
             self._show_error(outcome.message)
         self._update()
+        self.refresh_interrupted()
         self.finished.emit(kind, outcome)
+
+    # ------------------------------------------------------------------ interrupted jobs
+
+    def refresh_interrupted(self) -> None:
+        """List the translations that did not finish (none while one runs here)."""
+        if self._job is not None:
+            self.interrupted.hide()
+            return
+        try:
+            with JobStore() as store:
+                jobs = interrupted_jobs(store, "translate")
+        except StoreError as exc:
+            log.warning("listing unfinished translations failed: %s", exc)
+            jobs = []
+        self.interrupted.set_jobs(jobs)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        self.refresh_interrupted()
+
+    def _interrupted_job(self, job_id: str) -> InterruptedJob | None:
+        return next((j for j in self.interrupted.jobs() if j.id == job_id), None)
+
+    def resume_job(self, job_id: str) -> bool:
+        """Reopen the job's document, restore its languages, glossary and settings, and run
+        it (finished segments are reused). False, with the reason in its row, when it cannot."""
+        job = self._interrupted_job(job_id)
+        if job is None or job.recipe is None or self._job is not None:
+            return False
+        recipe = job.recipe
+        loaded = self.bridge.loaded
+        if loaded is None:
+            self.interrupted.show_problem(job_id, self._blocker() or "Load a model first.")
+            return False
+        if recipe.model and Path(recipe.model) != Path(loaded.path):
+            self.interrupted.show_problem(
+                job_id, f"This translation was made with {Path(recipe.model).name}; load "
+                "that model to resume it (its finished segments belong to that model).")
+            return False
+        problems = check_sources(recipe, "translate")
+        if problems:
+            self.interrupted.show_problem(job_id, " ".join(p.message for p in problems))
+            return False
+        if len(recipe.sources) != 1:
+            return False
+        self.interrupted.show_problem(job_id, "")
+        settings = TranslateSettings.from_json(recipe.settings)
+        self.base_settings = settings
+        self.target.setCurrentText(settings.target)
+        self.set_source_language(settings.source)
+        self.glossary.set_glossary(settings.glossary)
+        self.picker.clear()
+        self._pending_resume = job  # runs once the document is read again
+        source = recipe.sources[0]
+        if source.pasted:
+            self.picker.add_text(source.text or "", source.name)
+        else:
+            self.picker.add_files([source.path])
+        self.status_message.emit(f"Reopening the document of “{recipe.title}”…")
+        return True
+
+    def _finish_resume(self) -> None:
+        job, self._pending_resume = self._pending_resume, None
+        assert job is not None and job.recipe is not None
+        documents = self.picker.documents()
+        problems = changed_documents(job.recipe, documents, "translate")
+        if problems:
+            reason = self.picker.error.text() if not documents else ""
+            self.interrupted.show_problem(job.id, " ".join(
+                [p.message for p in problems] + ([reason] if reason else [])))
+            return
+        blocker = self._blocker()
+        if blocker:
+            self.interrupted.show_problem(job.id, blocker)
+            return
+        self.run()
+
+    def discard_job(self, job_id: str) -> None:
+        """Delete the job and its stored segments."""
+        job = self._interrupted_job(job_id)
+        try:
+            with JobStore() as store:
+                store.delete(job_id)
+        except StoreError as exc:
+            self.interrupted.show_problem(job_id, str(exc))
+            return
+        if self._pending_resume is not None and self._pending_resume.id == job_id:
+            self._pending_resume = None
+        self._resumable = None
+        self._update()
+        self.refresh_interrupted()
+        title = job.info.title if job is not None else ""
+        self.status_message.emit(f"Discarded the unfinished translation “{title}”." if title
+                                 else "Discarded the unfinished translation.")
 
     def _show_error(self, message: str) -> None:
         self.error.setText(message)

@@ -101,7 +101,7 @@ class DocumentPicker(QFrame):
         layout.addLayout(top)
         layout.addWidget(self.list)
         layout.addWidget(self.error)
-        self._update_buttons()
+        self._refresh()  # sizes the empty list to one row
 
     # ----------------------------------------------------------------- state
 
@@ -224,7 +224,7 @@ class DocumentPicker(QFrame):
     def _counted(self, request: int, tokens: int | None) -> None:
         entry = self._counting.pop(request, None)
         if entry is not None and entry.loaded is not None and entry in self._entries:
-            entry.loaded = LoadedDocument(entry.loaded.document, tokens)
+            entry.loaded = LoadedDocument(entry.loaded.document, tokens, entry.loaded.pasted)
             self._refresh()
 
     def _refresh(self) -> None:

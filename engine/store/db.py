@@ -213,10 +213,21 @@ _JOBS = _statements(
     """,
 )
 
+# What a document job needs to run again without the user re-opening its files: a title, the
+# sources (paths, or the pasted text itself) and the settings (``recipe_json``), and how many
+# steps the job has in all, for "3 of 7 steps" in the list of interrupted jobs.
+_JOB_RECIPES = _statements(
+    "ALTER TABLE jobs ADD COLUMN title TEXT",
+    "ALTER TABLE jobs ADD COLUMN recipe_json TEXT",
+    "ALTER TABLE jobs ADD COLUMN steps_total INTEGER",
+    "CREATE INDEX jobs_by_kind ON jobs (kind, status, updated_at)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core tables", _CORE_TABLES),
     Migration(2, "full-text search", _FULL_TEXT_SEARCH),
     Migration(3, "document jobs", _JOBS),
+    Migration(4, "job recipes", _JOB_RECIPES),
 )
 
 

@@ -2,7 +2,9 @@
 was cancelled or crashed resumes from the steps it already has.
 
 A job's id is a hash of its kind, inputs and settings: running the same job again finds the
-same row and its finished steps."""
+same row and its finished steps. Each job also keeps a *recipe* (``record``): a title and what
+is needed to run it again (see ``engine.tasks.resume``), so an interrupted job can be listed
+and resumed without the user re-opening the same files."""
 
 from __future__ import annotations
 
@@ -31,6 +33,21 @@ class Job:
     settings: dict[str, Any]
     status: str
     result: Any | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """A job as the list of interrupted jobs shows it."""
+
+    id: str
+    kind: str
+    title: str
+    status: str  # "running" here means the process running it stopped (crash, closed app)
+    created_at: float
+    updated_at: float
+    steps_done: int
+    steps_total: int | None
+    recipe: dict[str, Any] | None  # None for a job recorded before recipes existed
 
 
 class JobStore:
@@ -103,6 +120,36 @@ class JobStore:
                 (status, json.dumps(result, ensure_ascii=False) if result is not None else None,
                  time.time(), job_id))
 
+    def record(self, job_id: str, title: str, recipe: dict[str, Any],
+               steps_total: int | None = None) -> None:
+        """Keep what is needed to run the job again (its title, sources and settings)."""
+        with self._lock, db.translate_errors(self._path):
+            self._conn.execute(
+                "UPDATE jobs SET title = ?, recipe_json = ?,"
+                " steps_total = COALESCE(?, steps_total) WHERE id = ?",
+                (title, json.dumps(recipe, ensure_ascii=False, sort_keys=True), steps_total,
+                 job_id))
+
+    def set_total(self, job_id: str, steps_total: int) -> None:
+        with self._lock, db.translate_errors(self._path):
+            self._conn.execute("UPDATE jobs SET steps_total = ? WHERE id = ?",
+                               (steps_total, job_id))
+
+    def unfinished(self, kind: str | None = None) -> list[JobInfo]:
+        """Jobs not done (cancelled, failed, or left running by a process that stopped),
+        newest first. A caller that is running a job itself leaves that one out."""
+        where = "j.status != 'done'" + (" AND j.kind = ?" if kind is not None else "")
+        with self._lock, db.translate_errors(self._path):
+            rows = self._conn.execute(
+                "SELECT j.*, (SELECT COUNT(*) FROM job_steps s WHERE s.job_id = j.id)"
+                f" AS steps_done FROM jobs j WHERE {where} ORDER BY j.updated_at DESC",
+                (kind,) if kind is not None else ()).fetchall()
+        return [JobInfo(r["id"], r["kind"], r["title"] or "", r["status"], r["created_at"],
+                        r["updated_at"], r["steps_done"], r["steps_total"],
+                        json.loads(r["recipe_json"]) if r["recipe_json"] else None)
+                for r in rows]
+
     def delete(self, job_id: str) -> None:
+        """The job and its steps."""
         with self._lock, db.translate_errors(self._path):
             self._conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))

@@ -10,7 +10,7 @@ without recomputing finished chunks. Extractive: see ``engine.tasks.extractive``
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -31,6 +31,7 @@ from engine.tasks.jobs import (
     prompt_tokens,
     run_batch,
 )
+from engine.tasks.resume import JobRecipe, make_recipe, sampling_from_json, summary_title
 
 _MIN_TOKENS = 4  # a small model may otherwise end a summary before writing anything
 
@@ -63,6 +64,17 @@ class SummarizeSettings:
         data.pop("n_parallel")
         data["sampling"] = asdict(self.sampling)
         return data
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "mode": str(self.mode), "form": str(self.form)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SummarizeSettings:
+        names = {f.name for f in fields(cls)} - {"mode", "form", "sampling"}
+        return cls(mode=Mode(data.get("mode", Mode.ABSTRACTIVE)),
+                   form=Form(data.get("form", Form.BULLETS)),
+                   sampling=sampling_from_json(data.get("sampling", {})) if "sampling" in data
+                   else GREEDY, **{k: v for k, v in data.items() if k in names})
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,10 +190,12 @@ def source_chunks(client: DocumentClient, documents: Sequence[Document],
 def summarize(client: DocumentClient | None, documents: Sequence[Document],
               settings: SummarizeSettings = SummarizeSettings(),
               store: JobStore | None = None,
-              cancel: CancelCheck = lambda: False) -> Iterator[TaskProgress | SummaryResult]:
+              cancel: CancelCheck = lambda: False,
+              recipe: JobRecipe | None = None) -> Iterator[TaskProgress | SummaryResult]:
     """Stream progress, then one ``SummaryResult``. Raises ``TaskCancelled`` when cancelled
     (finished steps stay stored: the same call later resumes). Extractive mode needs no
-    model (``client`` may be None)."""
+    model (``client`` may be None). With a ``store`` the job keeps ``recipe`` (made from the
+    documents and settings when not given), so it can be listed and resumed later."""
     if not documents:
         raise BadRequestError("Nothing to summarize: give at least one document.")
     if settings.length < 1:
@@ -193,7 +207,7 @@ def summarize(client: DocumentClient | None, documents: Sequence[Document],
         return
     if client is None:
         raise BadRequestError("Abstractive summaries need a loaded model.")
-    run = _Run(client, documents, settings, store, cancel)
+    run = _Run(client, documents, settings, store, cancel, recipe)
     try:
         yield from run.execute()
     except TaskCancelled:
@@ -207,7 +221,7 @@ def summarize(client: DocumentClient | None, documents: Sequence[Document],
 class _Run:
     def __init__(self, client: DocumentClient, documents: Sequence[Document],
                  settings: SummarizeSettings, store: JobStore | None,
-                 cancel: CancelCheck) -> None:
+                 cancel: CancelCheck, recipe: JobRecipe | None = None) -> None:
         self.client, self.settings, self.cancel = client, settings, cancel
         self.chat = model_has_chat(client)
         self.chunks = source_chunks(client, documents, settings)
@@ -219,6 +233,18 @@ class _Run:
         self.saved: dict[str, Any] = store.steps(self.job.id) if store and self.job else {}
         self.computed: list[str] = []
         self.reused: list[str] = []
+        self.reduce_steps = 0  # planned so far, for the job's steps total
+        if store and self.job:
+            recipe = recipe or make_recipe(summary_title(documents), documents,
+                                           settings.to_json(), client.loaded.path)
+            store.record(self.job.id, recipe.title, recipe.to_json(), self._total(final=False))
+
+    def _total(self, final: bool) -> int:
+        """Map steps, reduce steps planned so far, and one more while the final reduce is
+        not planned yet (the whole plan is known only once the notes exist)."""
+        if len(self.chunks) == 1:
+            return 1
+        return len(self.chunks) + self.reduce_steps + (0 if final else 1)
 
     def finish(self, status: str, result: Any = None) -> None:
         if self.store and self.job:
@@ -273,6 +299,9 @@ class _Run:
                 stage = "reduce" if final else f"reduce {level}"
                 steps = [f"reduce:{level}:{g}" for g in range(len(groups))]
                 prompts = [_reduce_prompt(group, s, final) for group in groups]
+                self.reduce_steps += len(groups)
+                if self.store and self.job:
+                    self.store.set_total(self.job.id, self._total(final))
 
                 def parse(i: int, text: str, groups=groups, final=final) -> dict[str, Any]:
                     points, bad = cite(text, groups[i], existing,

@@ -13,14 +13,14 @@ translation again after a cancel or a crash translates only the segments still m
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from engine.documents import Block, BlockKind, Document, split_sentences
 from engine.errors import BadRequestError, VersoError
 from engine.options import GREEDY, SamplingParams
 from engine.runtime.batch import BatchItem, BatchRequest, SeqDone
 from engine.store.jobs import JobStore, content_hash
-from engine.tasks.glossary import Glossary
+from engine.tasks.glossary import Glossary, GlossaryEntry
 from engine.tasks.jobs import (
     CancelCheck,
     DocumentClient,
@@ -31,6 +31,7 @@ from engine.tasks.jobs import (
     run_batch,
 )
 from engine.tasks.language import detect_language, language_code, language_name
+from engine.tasks.resume import JobRecipe, make_recipe, sampling_from_json, translation_title
 
 _UNTRANSLATED = (BlockKind.CODE, BlockKind.PAGE_BREAK)
 
@@ -51,6 +52,18 @@ class TranslateSettings:
         data = asdict(self)
         data.pop("n_parallel")
         return data
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> TranslateSettings:
+        names = {f.name for f in fields(cls)} - {"glossary", "sampling"}
+        entries = (data.get("glossary") or {}).get("entries", ())
+        glossary = Glossary(tuple(GlossaryEntry(e["source"], e["target"]) for e in entries))
+        sampling = sampling_from_json(data["sampling"]) if "sampling" in data else GREEDY
+        return cls(glossary=glossary, sampling=sampling,
+                   **{k: v for k, v in data.items() if k in names})
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,9 +181,11 @@ _STORED = ("text", "mean_logprob", "low_confidence", "required", "forced_tokens"
 
 def translate(client: DocumentClient, document: Document, settings: TranslateSettings,
               cancel: CancelCheck = lambda: False,
-              store: JobStore | None = None) -> Iterator[TaskProgress | Translation]:
+              store: JobStore | None = None,
+              recipe: JobRecipe | None = None) -> Iterator[TaskProgress | Translation]:
     """Stream progress, then one ``Translation``. Raises ``TaskCancelled`` when cancelled
-    (with a ``store``, the segments finished so far are kept for the next run)."""
+    (with a ``store``, the segments finished so far are kept for the next run, and the job
+    keeps ``recipe``, made from the document and settings when not given)."""
     if client.loaded is None:
         raise VersoError("Load a model before translating.")
     source, target = _languages(document, settings)
@@ -185,6 +200,10 @@ def translate(client: DocumentClient, document: Document, settings: TranslateSet
         inputs = content_hash(document.to_markdown(), document.name, client.loaded.path,
                               source, target)
         job = store.open_job("translate", inputs, settings.key())
+        recipe = recipe or make_recipe(translation_title(document, language_name(target)),
+                                       [document], settings.to_json(), client.loaded.path)
+        store.record(job.id, recipe.title, recipe.to_json(),
+                     sum(s.translated for s in segments))
         for step, saved in store.steps(job.id).items():
             index = int(step.removeprefix("segment:"))
             if index in results:
