@@ -6,13 +6,19 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from app.window import MainWindow
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 GEMMA_PATH = Path(sys.prefix) / "test-models" / "gemma-3-270m-q4_k_m.gguf"
+LOAD_TIMEOUT_MS = 180_000
 
 
 @pytest.fixture(autouse=True)
@@ -43,3 +49,27 @@ def gemma_path() -> Path:
 
         assemble(output_path=GEMMA_PATH)
     return GEMMA_PATH
+
+
+@pytest.fixture
+def make_window(qtbot, smol_path: Path) -> Iterator[Callable[..., MainWindow]]:
+    """Opens main windows with SmolLM2 (n_ctx 1024, two threads), by default waiting until the
+    model is loaded; each is shut down after the test."""
+    from app.settings import AppSettings
+    from app.window import MainWindow
+
+    windows: list[MainWindow] = []
+
+    def make(autoload: bool = True) -> MainWindow:
+        settings = AppSettings(n_ctx=1024, n_threads=2, model_path=str(smol_path))
+        window = MainWindow(settings=settings, autoload=autoload)
+        qtbot.addWidget(window)
+        window.show()
+        windows.append(window)
+        if autoload:
+            qtbot.waitUntil(lambda: window.bridge.loaded is not None, timeout=LOAD_TIMEOUT_MS)
+        return window
+
+    yield make
+    for window in windows:
+        window.shutdown()

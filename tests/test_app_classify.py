@@ -16,7 +16,7 @@ from app.panels.workbench import CLASSIFY
 from app.panels.workbench_classify import FILE, ONE_TEXT, ClassifyView
 from engine.events import Done, FinishReason
 from engine.tasks.classify import ClassifyResult, classify
-from tests.windows import module_window
+from tests.windows import module_window_fixture
 
 TIMEOUT_MS = 60_000
 LABELS = ("positive", "negative")
@@ -27,10 +27,7 @@ EXAMPLES = [("The food was cold and the waiter ignored us.", "negative"),
 _ids = itertools.count(1)
 
 
-@pytest.fixture(scope="module")
-def window(qapp, smol_path, tmp_path_factory):
-    with module_window(qapp, smol_path, tmp_path_factory, "classify-home") as win:
-        yield win
+window = module_window_fixture("classify-home")
 
 
 @pytest.fixture

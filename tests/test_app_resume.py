@@ -16,7 +16,6 @@ from PySide6.QtWidgets import QApplication
 
 from app.panels.summarize import MULTI, SummarizePanel
 from app.panels.translate import TranslatePanel
-from app.settings import AppSettings
 from app.window import MainWindow
 from engine.events import Done
 from engine.store.jobs import JobStore
@@ -33,25 +32,6 @@ def files(tmp_path: Path) -> dict[str, Path]:
     """Fresh copies per test: the tests move and delete them."""
     return {"pdf": _small_pdf(tmp_path / "printing.pdf"),
             "docx": _make_docx(tmp_path / "notes.docx")}
-
-
-@pytest.fixture
-def make_window(qtbot, smol_path):
-    windows: list[MainWindow] = []
-
-    def make(autoload: bool = True) -> MainWindow:
-        settings = AppSettings(n_ctx=1024, n_threads=2, model_path=str(smol_path))
-        window = MainWindow(settings=settings, autoload=autoload)
-        qtbot.addWidget(window)
-        window.show()
-        windows.append(window)
-        if autoload:
-            qtbot.waitUntil(lambda: window.bridge.loaded is not None, timeout=TIMEOUT_MS)
-        return window
-
-    yield make
-    for window in windows:
-        window.shutdown()
 
 
 def _summarize(window: MainWindow) -> SummarizePanel:

@@ -11,7 +11,6 @@ import pytest
 from PySide6.QtCore import QUrl
 
 from app.panels.summarize import EXTRACTIVE, MULTI, SummarizePanel
-from app.settings import AppSettings
 from app.window import MainWindow
 from engine.events import Done, FinishReason
 from engine.store.jobs import JobStore
@@ -62,25 +61,6 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     random_pdf.write_bytes(os.urandom(4096))
     return {"pdf": pdf, "docx": _make_docx(folder / "notes.docx"), "random": random_pdf,
             "locked": _encrypted_pdf(pdf, folder / "locked.pdf")}
-
-
-@pytest.fixture
-def make_window(qtbot, smol_path):
-    windows: list[MainWindow] = []
-
-    def make(autoload: bool = True) -> MainWindow:
-        settings = AppSettings(n_ctx=1024, n_threads=2, model_path=str(smol_path))
-        window = MainWindow(settings=settings, autoload=autoload)
-        qtbot.addWidget(window)
-        window.show()
-        windows.append(window)
-        if autoload:
-            qtbot.waitUntil(lambda: window.bridge.loaded is not None, timeout=TIMEOUT_MS)
-        return window
-
-    yield make
-    for window in windows:
-        window.shutdown()
 
 
 def _panel(window: MainWindow) -> SummarizePanel:

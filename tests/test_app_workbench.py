@@ -16,17 +16,14 @@ from app.widgets.constraint_editors import CHOICES, FREE, GRAMMAR, SCHEMA
 from engine import paths
 from engine.catalog import format_bytes, read_header
 from engine.events import AttentionMap, Done
-from tests.windows import module_window
+from tests.windows import module_window_fixture
 
 TIMEOUT_MS = 60_000
 GREEDY = {"temperature": 0.0, "top_k": 1, "top_p": 1.0, "min_p": 0.0,
           "repeat_penalty": 1.0, "max_tokens": 12, "seed": 1}
 
 
-@pytest.fixture(scope="module")
-def window(qapp, smol_path, tmp_path_factory):
-    with module_window(qapp, smol_path, tmp_path_factory, "workbench-home") as win:
-        yield win
+window = module_window_fixture("workbench-home")
 
 
 @pytest.fixture

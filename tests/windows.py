@@ -4,7 +4,7 @@ data folder."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -36,3 +36,16 @@ def module_window(qapp, model: Path, tmp_path_factory: pytest.TempPathFactory,
         finally:
             win.shutdown()
             win.close()
+
+
+def module_window_fixture(name: str) -> Callable[..., Iterator[MainWindow]]:
+    """A module-scoped ``window`` fixture: the ``module_window`` with SmolLM2, its data folder
+    named ``name``. Use as ``window = module_window_fixture("...")``."""
+
+    @pytest.fixture(scope="module")
+    def window(qapp, smol_path: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[MainWindow]:
+        with module_window(qapp, smol_path, tmp_path_factory, name) as win:
+            yield win
+
+    return window

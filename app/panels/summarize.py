@@ -7,14 +7,13 @@ the settings) and Discard."""
 from __future__ import annotations
 
 import itertools
-import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PySide6.QtCore import QEvent, Qt, Signal
-from PySide6.QtGui import QGuiApplication, QShowEvent
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -28,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.bridge import EngineBridge, TaskJob
+from app.panels.job_resume import JobResumePanel
 from app.panels.summary_render import (
     chunk_html,
     extract_html,
@@ -40,17 +40,9 @@ from app.widgets.linked_text import LinkedTextView
 from app.widgets.task_progress import TaskProgressRow
 from engine.documents import Chunk, Document
 from engine.events import Done, Error
-from engine.store.db import StoreError
 from engine.store.jobs import JobStore
 from engine.tasks.jobs import CancelCheck, TaskProgress
-from engine.tasks.resume import (
-    InterruptedJob,
-    changed_documents,
-    check_sources,
-    interrupted_jobs,
-    make_recipe,
-    summary_title,
-)
+from engine.tasks.resume import InterruptedJob, JobRecipe, make_recipe, summary_title
 from engine.tasks.summarize import (
     Form,
     Mode,
@@ -59,8 +51,6 @@ from engine.tasks.summarize import (
     source_chunks,
     summarize,
 )
-
-log = logging.getLogger(__name__)
 
 ABSTRACTIVE, EXTRACTIVE, MULTI = "abstractive", "extractive", "multi"
 MODES = ((ABSTRACTIVE, "Abstractive"), (EXTRACTIVE, "Extractive (quotes, no model)"),
@@ -101,8 +91,8 @@ def summarize_task(documents: Sequence[Document], settings: SummarizeSettings,  
     return run
 
 
-class SummarizePanel(QWidget):
-    status_message = Signal(str)
+class SummarizePanel(JobResumePanel):
+    KIND, NOUN, NOUNS = "summarize", "summary", "summaries"
     finished = Signal(object)  # None (a result is shown) | Done (cancelled) | Error
 
     def __init__(self, bridge: EngineBridge, parent: QWidget | None = None) -> None:
@@ -386,97 +376,13 @@ class SummarizePanel(QWidget):
 
     # ------------------------------------------------------------------ interrupted jobs
 
-    def refresh_interrupted(self) -> None:
-        """List the summaries that did not finish (none while one runs here)."""
-        if self._job is not None:
-            self.interrupted.hide()
-            return
-        try:
-            with JobStore() as store:
-                jobs = interrupted_jobs(store, "summarize")
-        except StoreError as exc:
-            log.warning("listing unfinished summaries failed: %s", exc)
-            jobs = []
-        self.interrupted.set_jobs(jobs)
-
-    def showEvent(self, event: QShowEvent) -> None:
-        super().showEvent(event)
-        self.refresh_interrupted()
-
-    def _interrupted_job(self, job_id: str) -> InterruptedJob | None:
-        return next((j for j in self.interrupted.jobs() if j.id == job_id), None)
-
-    def resume_job(self, job_id: str) -> bool:
-        """Reopen the job's documents, restore its settings and run it (its stored steps are
-        reused). False, with the reason shown in its row, when it cannot."""
-        job = self._interrupted_job(job_id)
-        if job is None or job.recipe is None or self._job is not None:
-            return False
-        recipe = job.recipe
-        loaded = self.bridge.loaded
-        if loaded is None:
-            self.interrupted.show_problem(job_id, self._blocker() or "Load a model first.")
-            return False
-        if recipe.model and Path(recipe.model) != Path(loaded.path):
-            self.interrupted.show_problem(
-                job_id, f"This summary was made with {Path(recipe.model).name}; load that "
-                "model to resume it (its finished steps belong to that model).")
-            return False
-        problems = check_sources(recipe, "summarize")
-        if problems:
-            self.interrupted.show_problem(job_id, " ".join(p.message for p in problems))
-            return False
-        self.interrupted.show_problem(job_id, "")
+    def _restore_settings(self, recipe: JobRecipe) -> None:
         settings = SummarizeSettings.from_json(recipe.settings)
         self.base_settings = settings
         self.set_mode(MULTI if len(recipe.sources) > 1 else ABSTRACTIVE)
         self.set_form(settings.form)
         self.length.setValue(settings.length)
         self.chunk_tokens.setValue(settings.chunk_tokens)
-        self.picker.clear()
-        self._pending_resume = job  # runs once the documents are read again
-        for source in recipe.sources:
-            if source.pasted:
-                self.picker.add_text(source.text or "", source.name)
-            else:
-                self.picker.add_files([source.path])
-        self.status_message.emit(f"Reopening the documents of “{recipe.title}”…")
-        return True
-
-    def _finish_resume(self) -> None:
-        job, self._pending_resume = self._pending_resume, None
-        assert job is not None and job.recipe is not None
-        documents = self.picker.documents()
-        problems = changed_documents(job.recipe, documents, "summarize")
-        if problems:
-            reason = self.picker.error.text() if len(documents) < len(job.recipe.sources) \
-                else ""
-            self.interrupted.show_problem(job.id, " ".join(
-                [p.message for p in problems] + ([reason] if reason else [])))
-            return
-        blocker = self._blocker()
-        if blocker:
-            self.interrupted.show_problem(job.id, blocker)
-            return
-        self.run()
-
-    def discard_job(self, job_id: str) -> None:
-        """Delete the job and its stored steps."""
-        job = self._interrupted_job(job_id)
-        try:
-            with JobStore() as store:
-                store.delete(job_id)
-        except StoreError as exc:
-            self.interrupted.show_problem(job_id, str(exc))
-            return
-        if self._pending_resume is not None and self._pending_resume.id == job_id:
-            self._pending_resume = None
-        self._resumable = None
-        self._update()
-        self.refresh_interrupted()
-        title = job.info.title if job is not None else ""
-        self.status_message.emit(f"Discarded the unfinished summary “{title}”." if title
-                                 else "Discarded the unfinished summary.")
 
     def _show(self, outcome: SummaryOutcome, documents: list[Document]) -> None:
         self.outcome = outcome

@@ -6,7 +6,6 @@ that did not finish are listed above the review with Resume and Discard."""
 from __future__ import annotations
 
 import itertools
-import logging
 import math
 import random
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QGuiApplication, QShowEvent
+from PySide6.QtGui import QBrush, QColor, QGuiApplication
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -31,6 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.bridge import EngineBridge, TaskJob
+from app.panels.job_resume import JobResumePanel
 from app.widgets.document_picker import DocumentPicker
 from app.widgets.glossary_table import GlossaryTable
 from app.widgets.interrupted_jobs import InterruptedJobs
@@ -39,18 +39,10 @@ from engine.documents import Document
 from engine.errors import BadRequestError
 from engine.events import Done, Error
 from engine.options import GREEDY, SamplingParams
-from engine.store.db import StoreError
 from engine.store.jobs import JobStore
 from engine.tasks.jobs import CancelCheck, TaskProgress
 from engine.tasks.language import LANGUAGES, detect_language, language_code, language_name
-from engine.tasks.resume import (
-    InterruptedJob,
-    changed_documents,
-    check_sources,
-    interrupted_jobs,
-    make_recipe,
-    translation_title,
-)
+from engine.tasks.resume import InterruptedJob, JobRecipe, make_recipe, translation_title
 from engine.tasks.translate import (
     Segment,
     TranslateSettings,
@@ -59,8 +51,6 @@ from engine.tasks.translate import (
     translate,
 )
 from engine.tasks.translate_export import EXPORT_SUFFIXES, export, to_markdown
-
-log = logging.getLogger(__name__)
 
 SOURCE, TRANSLATION, CONFIDENCE = range(3)
 LOW_TINT = QColor(224, 90, 70, 70)  # readable under light and dark text
@@ -114,8 +104,9 @@ def confidence_text(segment: Segment) -> str:
     return f"⚠ {percent} low" if segment.low_confidence else percent
 
 
-class TranslatePanel(QWidget):
-    status_message = Signal(str)
+class TranslatePanel(JobResumePanel):
+    KIND, NOUN, NOUNS = "translate", "translation", "translations"
+    STEPS, SOURCES = "segments", "document"
     finished = Signal(str, object)  # "translate" | "retranslate", None | Done | Error
 
     def __init__(self, bridge: EngineBridge, parent: QWidget | None = None) -> None:
@@ -413,97 +404,15 @@ class TranslatePanel(QWidget):
 
     # ------------------------------------------------------------------ interrupted jobs
 
-    def refresh_interrupted(self) -> None:
-        """List the translations that did not finish (none while one runs here)."""
-        if self._job is not None:
-            self.interrupted.hide()
-            return
-        try:
-            with JobStore() as store:
-                jobs = interrupted_jobs(store, "translate")
-        except StoreError as exc:
-            log.warning("listing unfinished translations failed: %s", exc)
-            jobs = []
-        self.interrupted.set_jobs(jobs)
+    def _accepts(self, recipe: JobRecipe) -> bool:
+        return len(recipe.sources) == 1
 
-    def showEvent(self, event: QShowEvent) -> None:
-        super().showEvent(event)
-        self.refresh_interrupted()
-
-    def _interrupted_job(self, job_id: str) -> InterruptedJob | None:
-        return next((j for j in self.interrupted.jobs() if j.id == job_id), None)
-
-    def resume_job(self, job_id: str) -> bool:
-        """Reopen the job's document, restore its languages, glossary and settings, and run
-        it (finished segments are reused). False, with the reason in its row, when it cannot."""
-        job = self._interrupted_job(job_id)
-        if job is None or job.recipe is None or self._job is not None:
-            return False
-        recipe = job.recipe
-        loaded = self.bridge.loaded
-        if loaded is None:
-            self.interrupted.show_problem(job_id, self._blocker() or "Load a model first.")
-            return False
-        if recipe.model and Path(recipe.model) != Path(loaded.path):
-            self.interrupted.show_problem(
-                job_id, f"This translation was made with {Path(recipe.model).name}; load "
-                "that model to resume it (its finished segments belong to that model).")
-            return False
-        problems = check_sources(recipe, "translate")
-        if problems:
-            self.interrupted.show_problem(job_id, " ".join(p.message for p in problems))
-            return False
-        if len(recipe.sources) != 1:
-            return False
-        self.interrupted.show_problem(job_id, "")
+    def _restore_settings(self, recipe: JobRecipe) -> None:
         settings = TranslateSettings.from_json(recipe.settings)
         self.base_settings = settings
         self.target.setCurrentText(settings.target)
         self.set_source_language(settings.source)
         self.glossary.set_glossary(settings.glossary)
-        self.picker.clear()
-        self._pending_resume = job  # runs once the document is read again
-        source = recipe.sources[0]
-        if source.pasted:
-            self.picker.add_text(source.text or "", source.name)
-        else:
-            self.picker.add_files([source.path])
-        self.status_message.emit(f"Reopening the document of “{recipe.title}”…")
-        return True
-
-    def _finish_resume(self) -> None:
-        job, self._pending_resume = self._pending_resume, None
-        assert job is not None and job.recipe is not None
-        documents = self.picker.documents()
-        problems = changed_documents(job.recipe, documents, "translate")
-        if problems:
-            reason = self.picker.error.text() if not documents else ""
-            self.interrupted.show_problem(job.id, " ".join(
-                [p.message for p in problems] + ([reason] if reason else [])))
-            return
-        blocker = self._blocker()
-        if blocker:
-            self.interrupted.show_problem(job.id, blocker)
-            return
-        self.run()
-
-    def discard_job(self, job_id: str) -> None:
-        """Delete the job and its stored segments."""
-        job = self._interrupted_job(job_id)
-        try:
-            with JobStore() as store:
-                store.delete(job_id)
-        except StoreError as exc:
-            self.interrupted.show_problem(job_id, str(exc))
-            return
-        if self._pending_resume is not None and self._pending_resume.id == job_id:
-            self._pending_resume = None
-        self._resumable = None
-        self._update()
-        self.refresh_interrupted()
-        title = job.info.title if job is not None else ""
-        self.status_message.emit(f"Discarded the unfinished translation “{title}”." if title
-                                 else "Discarded the unfinished translation.")
 
     def _show_error(self, message: str) -> None:
         self.error.setText(message)
