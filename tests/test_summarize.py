@@ -3,9 +3,11 @@ multi-document) and ``verso summarize``, with the real SmolLM2 model and real do
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine.cli import main
@@ -76,6 +78,50 @@ def test_parallel_sequences_share_the_prefix_and_reuse_slots(runtime: Runtime):
     prefix = len(_prompt(runtime, shared))
     assert stats.reused_tokens >= 2 * (prefix - 2)  # the prefix was evaluated once, not thrice
     assert stats.generated_tokens == sum(d.n_tokens for d in done)
+
+
+def test_parallel_sequences_decode_like_each_prompt_alone(runtime: Runtime):
+    """Shared prefix copied into each KV stream, prompts admitted while others generate:
+    greedy text matches each prompt decoded on its own."""
+    shared = "Answer in a few words. Question: "
+    questions = ["What is the sun?", "Why is the sky blue?", "What do bees make?",
+                 "Where do penguins live?"]
+    items = tuple(BatchItem(_prompt(runtime, shared + q)) for q in questions)
+    sampling = replace(GREEDY, max_tokens=8)
+
+    def texts(batch: tuple[BatchItem, ...], n_parallel: int) -> list[str]:
+        done = [e for e in generate_batch(runtime, BatchRequest(batch, sampling,
+                                                                n_parallel=n_parallel))
+                if isinstance(e, SeqDone)]
+        return [d.text for d in sorted(done, key=lambda d: d.index)]
+
+    alone = [texts((item,), 1)[0] for item in items]
+    assert texts(items, 2) == alone
+    assert texts(items, 4) == alone
+
+
+def test_a_required_text_starts_where_the_model_would_start_it(runtime: Runtime):
+    from engine.runtime.batch import _OPPORTUNE, BatchDecoder, _Seq
+    from engine.runtime.sampling import TokenSampler
+
+    decoder = BatchDecoder(runtime, BatchRequest((BatchItem((1, 2)),)), lambda: False)
+    seq = _Seq(index=0, slot=0, sampler=TokenSampler(GREEDY, 0, None, 1), stops=(),
+               required=["Paris"])
+    seq.raw = "The island of"
+    spelled = runtime.tokenize(" Paris", add_bos=False, special=False)
+    picked = runtime.tokenize(" Crete", add_bos=False, special=False)[0]
+    logits = np.zeros(runtime._require_model().n_vocab(), dtype=np.float32)
+    logits[picked] = 5.0
+    logits[spelled[0]] = 5.0 + math.log(_OPPORTUNE * 2)  # likely enough: the term starts here
+    assert decoder._opportune(seq, ["Paris"], logits, picked) == ("Paris", spelled)
+    logits[spelled[0]] = 5.0 + math.log(_OPPORTUNE / 2)  # not likely enough: keep the pick
+    assert decoder._opportune(seq, ["Paris"], logits, picked) is None
+    # The model picking the term's first token itself forces the rest of it.
+    assert decoder._opportune(seq, ["Paris"], logits, spelled[0]) == ("Paris", spelled)
+    # A short generic first piece (" a" of "a cappella") is not taken as the start.
+    short = runtime.tokenize(" a cappella", add_bos=False, special=False)
+    logits[short[0]] = 5.0
+    assert decoder._opportune(seq, ["a cappella"], logits, picked) is None
 
 
 def test_required_text_is_forced_before_the_end(runtime: Runtime):

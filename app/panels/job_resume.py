@@ -66,6 +66,26 @@ class JobResumePanel(QWidget):
         """Set the controls as they were for the job."""
         raise NotImplementedError
 
+    def _model_changed(self, loaded: object) -> None:
+        raise NotImplementedError
+
+    def _task_event(self, job_id: str, event: object) -> None:
+        raise NotImplementedError
+
+    def _task_finished(self, job_id: str, outcome: object) -> None:
+        raise NotImplementedError
+
+    def _follow_engine(self) -> None:
+        """Listen to the bridge: model changes re-check Run, task events reach the panel."""
+        self.bridge.model_loaded.connect(self._model_changed)
+        self.bridge.load_failed.connect(lambda _e: self._update())
+        self.bridge.load_cancelled.connect(self._update)
+        self.bridge.task_event.connect(self._task_event)
+        self.bridge.task_finished.connect(self._task_finished)
+
+    def _model_path(self) -> str | None:
+        return self.bridge.loaded.path if self.bridge.loaded else None
+
     # ------------------------------------------------------------------ interrupted jobs
 
     def refresh_interrupted(self) -> None:

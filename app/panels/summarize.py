@@ -219,18 +219,11 @@ class SummarizePanel(JobResumePanel):
         layout.addWidget(self.interrupted)
         layout.addWidget(splitter, 1)
 
-        bridge.model_loaded.connect(self._model_changed)
-        bridge.load_failed.connect(lambda _e: self._update())
-        bridge.load_cancelled.connect(self._update)
-        bridge.task_event.connect(self._task_event)
-        bridge.task_finished.connect(self._task_finished)
+        self._follow_engine()
         self._options_changed()
         self.refresh_interrupted()
 
     # ------------------------------------------------------------------ settings
-
-    def _model_path(self) -> str | None:
-        return self.bridge.loaded.path if self.bridge.loaded else None
 
     @property
     def mode_key(self) -> str:

@@ -230,18 +230,11 @@ class TranslatePanel(JobResumePanel):
         layout.addWidget(self.review, 1)
         layout.addLayout(buttons)
 
-        bridge.model_loaded.connect(self._model_changed)
-        bridge.load_failed.connect(lambda _e: self._update())
-        bridge.load_cancelled.connect(self._update)
-        bridge.task_event.connect(self._task_event)
-        bridge.task_finished.connect(self._task_finished)
+        self._follow_engine()
         self._update()
         self.refresh_interrupted()
 
     # ------------------------------------------------------------------ state
-
-    def _model_path(self) -> str | None:
-        return self.bridge.loaded.path if self.bridge.loaded else None
 
     def document(self) -> Document | None:
         documents = self.picker.documents()
