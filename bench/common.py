@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
-# Same OpenMP policy as the engine process (engine/worker/child.py), so in-process reference
-# loops run under the same settings.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+# Same OpenMP settings as the engine process (engine/worker/child.py), so in-process
+# reference loops run under the same conditions.
+from engine.system import configure_openmp  # noqa: E402
+
+configure_openmp()
 
 RESULTS = ROOT / "bench" / "results"
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from engine.events import Done, Error, ErrorKind, FinishReason, ModelLoaded, Progress, Token
 from engine.options import GREEDY, ChatMessage, ChatRequest, LoadSettings
+from engine.system import OPENMP_SPINCOUNT, configure_openmp
 from engine.worker import EngineClient
 
 
@@ -129,3 +133,24 @@ def test_cancelling_a_load_ends_it(smol_path):
         rest = list(stream)
         assert isinstance(rest[-1], Done) and rest[-1].finish_reason is FinishReason.CANCELLED
         assert c.loaded is None
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ({}, {"GOMP_SPINCOUNT": OPENMP_SPINCOUNT}),
+    ({"OMP_WAIT_POLICY": "passive"}, {"OMP_WAIT_POLICY": "passive"}),
+    ({"GOMP_SPINCOUNT": "5000"}, {"GOMP_SPINCOUNT": "5000"}),
+])
+def test_openmp_threads_spin_briefly_unless_the_user_chose(given, expected):
+    environ = dict(given)
+    configure_openmp(environ)
+    assert environ == expected
+
+
+def test_engine_process_sets_the_openmp_spin_before_llama_cpp_loads():
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    code = ("import sys; import engine.worker.child, os; "
+            "print(os.environ.get('GOMP_SPINCOUNT'), list(sys.modules).index('llama_cpp') > "
+            "list(sys.modules).index('engine.system'))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1]).stdout.split()
+    assert out == [OPENMP_SPINCOUNT, "True"]
