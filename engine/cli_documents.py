@@ -57,6 +57,11 @@ def _documents(paths: Iterable[str]) -> list[Document]:
     return documents
 
 
+NOTES_ONLY = ("The model's final summary step gave no usable points; printing its notes on "
+              "each chunk instead. A larger model, or a longer --chunk-tokens (fewer notes to "
+              "combine), usually does better.")
+
+
 def _progress(event: TaskProgress, err: TextIO) -> None:
     eta = f", about {event.eta_s:.0f} s left" if event.eta_s else ""
     print(f"[{event.stage} {event.done}/{event.total}{eta}]", file=err, flush=True)
@@ -85,6 +90,8 @@ def cmd_summarize(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         json.dump(result.to_json(), out, indent=2, ensure_ascii=False)
         print(file=out)
     else:
+        if getattr(result, "notes_only", False):
+            print(NOTES_ONLY, file=err)
         print(result.to_text(), file=out)
     return EXIT_OK
 

@@ -117,6 +117,19 @@ def test_abstractive_summary_cites_chunks_and_a_click_shows_the_source(qtbot, ma
     assert out.startswith("# Summary of printing.pdf") and "## Sources" in out
     assert f"[{first}] printing.pdf, p. " in out
 
+    # A final step with no usable point: the model's notes on each chunk stand in, linked.
+    notes_only = replace(panel.outcome, result=replace(result, points=()))
+    panel._show(notes_only, panel._documents)
+    lines = notes_only.result.note_lines()
+    assert lines and "notes on" in panel.result_note.text()
+    html = panel.result_view.toHtml()
+    assert all(f'href="cite:{cid}:-1"' in html for cid, _ in lines)
+    cid, note = lines[-1]
+    panel.result_view.anchorClicked.emit(QUrl(f"cite:{cid}:-1"))
+    assert panel.source_view.toPlainText().startswith(f"[{cid}] printing.pdf, p")
+    out = panel.markdown()
+    assert f"- {note} [{cid}]" in out and f"[{cid}] printing.pdf, p" in out.split("## Sources")[1]
+
 
 def test_cancel_then_resume_reuses_finished_steps(qtbot, make_window, files):
     window = make_window()

@@ -17,9 +17,16 @@ from engine.options import GREEDY, CompletionRequest, LoadSettings
 from engine.runtime.batch import BatchItem, BatchRequest, SeqDone, SeqToken, generate_batch
 from engine.runtime.runtime import Runtime
 from engine.store.jobs import JobStore
-from engine.tasks.citations import Note, cite
+from engine.tasks.citations import Note, Point, cite
 from engine.tasks.jobs import InProcessClient, TaskCancelled, TaskProgress
-from engine.tasks.summarize import Form, Mode, SummarizeSettings, SummaryResult, summarize
+from engine.tasks.summarize import (
+    ChunkRef,
+    Form,
+    Mode,
+    SummarizeSettings,
+    SummaryResult,
+    summarize,
+)
 from tests.test_documents import _make_docx, _make_pdf
 
 
@@ -193,6 +200,20 @@ def test_points_made_only_of_numbers_or_a_cut_off_marker_are_not_statements():
 
 
 # ------------------------------------------------------------------ abstractive
+
+
+def test_without_usable_points_the_chunk_notes_stand_in_for_the_summary():
+    refs = tuple(ChunkRef(i, "a.md", None, None, i, i) for i in (1, 2, 3))
+    result = SummaryResult(Mode.ABSTRACTIVE, Form.BULLETS, chunks=refs,
+                           notes={3: "Third note.", 1: "First note.", 2: "  "})
+    assert result.notes_only
+    assert result.to_text() == "- First note. [1]\n- Third note. [3]"
+    stored = SummaryResult(Mode.ABSTRACTIVE, Form.BULLETS, chunks=refs,
+                           notes={"1": "First note."})  # keys as they come back from JSON
+    assert stored.note_lines() == [(1, "First note.")]
+    with_points = replace(result, points=(Point("A point.", (1,)),))
+    assert not with_points.notes_only and with_points.to_text() == "- A point. [1]"
+    assert not replace(result, mode=Mode.EXTRACTIVE).notes_only
 
 
 def test_abstractive_multi_document_cancel_and_resume(runtime: Runtime, docs: list[Document],

@@ -388,7 +388,9 @@ class SummarizePanel(JobResumePanel):
             note = f"{len(result.extracts)} sentences quoted verbatim."
         else:
             steps = len(result.steps_computed) + len(result.steps_reused)
-            note = f"{len(result.points)} points from {len(result.chunks)} chunks"
+            note = (f"No usable summary points: the notes on {len(result.note_lines())} chunks "
+                    "are shown instead" if result.notes_only
+                    else f"{len(result.points)} points from {len(result.chunks)} chunks")
             if result.steps_reused:
                 note += f" · resumed: {len(result.steps_reused)} of {steps} steps reused"
             if result.invalid_markers:

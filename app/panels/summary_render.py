@@ -36,6 +36,11 @@ def extract_location(extract: Extract) -> str:
                      + [f"¶ {extract.paragraph}"])
 
 
+NOTES_ONLY_TEXT = ("The model's final step gave no usable summary points, so here are its "
+                   "notes on each chunk. A larger model, or longer chunks (fewer notes to "
+                   "combine), usually does better.")
+
+
 def _markers_html(point: Point, index: int) -> str:
     return " ".join(f'<a href="cite:{c}:{index}">[{c}]</a>' for c in point.chunks)
 
@@ -47,6 +52,10 @@ def summary_html(result: SummaryResult) -> str:
             f'<small><a href="quote:{i}">{escape(extract_location(e))}</a></small></li>'
             for i, e in enumerate(result.extracts))
         return f"<ul>{items}</ul>" if items else "<p>No sentence could be chosen.</p>"
+    if result.notes_only:
+        items = "".join(f'<li>{escape(text)} <a href="cite:{cid}:-1">[{cid}]</a></li>'
+                        for cid, text in result.note_lines())
+        return (f"<p><i>{escape(NOTES_ONLY_TEXT)}</i></p><ul>{items}</ul>")
     if not result.points:
         return "<p>The model wrote no usable summary. Try another model or a longer length.</p>"
     inferred = ' <small title="The model gave no citation; this is the closest chunk.">' \
@@ -81,8 +90,11 @@ def summary_markdown(result: SummaryResult, title: str = "") -> str:
     if result.mode is Mode.EXTRACTIVE:
         lines += [f"> {e.text}\n>\n> — {extract_location(e)}\n" for e in result.extracts]
         return "\n".join(lines).rstrip() + "\n"
+    if result.notes_only:
+        lines += [f"*{NOTES_ONLY_TEXT}*", ""]
     lines.append(result.to_text())
-    cited = sorted({c for p in result.points for c in p.chunks})
+    cited = sorted({c for p in result.points for c in p.chunks}
+                   | ({c for c, _ in result.note_lines()} if result.notes_only else set()))
     by_id = {c.id: c for c in result.chunks}
     if cited:
         lines += ["", "## Sources", ""]

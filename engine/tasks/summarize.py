@@ -100,6 +100,17 @@ class SummaryResult:
     steps_reused: tuple[str, ...] = ()
     notes: dict[int, str] = field(default_factory=dict)  # chunk id -> its map summary
 
+    @property
+    def notes_only(self) -> bool:
+        """The final step gave no usable point (a small model combining many notes can
+        fail), so the chunks' own notes stand in for the summary instead of nothing."""
+        return self.mode is Mode.ABSTRACTIVE and not self.points and bool(self.notes)
+
+    def note_lines(self) -> list[tuple[int, str]]:
+        """(chunk id, note) for each chunk with a non-empty note, in document order."""
+        return [(int(cid), text.strip()) for cid, text in
+                sorted(self.notes.items(), key=lambda item: int(item[0])) if text.strip()]
+
     def sources(self, point: Point) -> list[str]:
         by_id = {c.id: c for c in self.chunks}
         return sorted({by_id[i].source for i in point.chunks if i in by_id})
@@ -117,6 +128,8 @@ class SummaryResult:
         if self.mode is Mode.EXTRACTIVE:
             return "\n".join(f"- \"{e.text}\" ({_where(e.source, e.page, e.paragraph)})"
                              for e in self.extracts)
+        if self.notes_only:
+            return "\n".join(f"- {text} [{cid}]" for cid, text in self.note_lines())
         lines = []
         for kind, title in (("point", "Key points"), ("action", "Action items")):
             points = [p for p in self.points if p.kind == kind]
