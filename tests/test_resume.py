@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,6 +30,8 @@ from engine.tasks.resume import (
 )
 from engine.tasks.summarize import Form, Mode, SummarizeSettings
 from engine.tasks.translate import TranslateSettings
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PASTED = "# Notes\n\nThe river rose in *spring*.\n\n- a compass\n"
 
@@ -141,3 +145,35 @@ def test_jobs_from_before_recipes_migrate_and_list(tmp_path: Path) -> None:
         assert job.recipe is None and job.info.title == "" and job.info.steps_done == 0
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] == 4
+
+
+_RUN_A_JOB = """
+import sys, time
+from engine.store.jobs import JobStore
+store = JobStore(sys.argv[1])
+job = store.open_job("summarize", "elsewhere", {"n": 1})
+print(job.id, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_job_running_in_another_verso_is_not_listed_as_interrupted(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    other = subprocess.Popen([sys.executable, "-c", _RUN_A_JOB, str(path)],
+                             stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        job_id = other.stdout.readline().strip()
+        with JobStore(path) as store:
+            assert store.get(job_id).status == "running"
+            assert store.unfinished("summarize") == []  # alive elsewhere: not interrupted
+            other.kill()  # the other Verso crashes: the OS drops its lock
+            other.wait()
+            listed = store.unfinished("summarize")
+            assert [(j.id, j.status) for j in listed] == [(job_id, "running")]
+            again = store.open_job("summarize", "elsewhere", {"n": 1})  # resumed here
+            assert again.id == job_id
+            store.finish(job_id, "cancelled")
+            assert [j.status for j in store.unfinished("summarize")] == ["cancelled"]
+    finally:
+        other.kill()
+        other.stdout.close()

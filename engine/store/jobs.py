@@ -18,6 +18,7 @@ from typing import Any
 
 from engine import paths
 from engine.store import db
+from engine.store.job_lock import JobLock, held_elsewhere
 
 
 def content_hash(*parts: Any) -> str:
@@ -55,12 +56,25 @@ class JobStore:
         self._path = Path(path) if path is not None else paths.database_path()
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._running: dict[str, JobLock] = {}  # jobs this store runs: their OS locks
         with db.translate_errors(self._path):
             self._conn = db.connect(self._path)
             db.migrate(self._conn)
 
     def close(self) -> None:
+        for lock in self._running.values():
+            lock.release()
+        self._running.clear()
         self._conn.close()
+
+    def _lock_path(self, job_id: str) -> Path:
+        return self._path.parent / "job-locks" / f"{job_id}.lock"
+
+    def _release(self, job_id: str) -> None:
+        lock = self._running.pop(job_id, None)
+        if lock is not None:
+            lock.release()
+            lock.path.unlink(missing_ok=True)
 
     def __enter__(self) -> JobStore:
         return self
@@ -79,6 +93,10 @@ class JobStore:
                 " ON CONFLICT (id) DO UPDATE SET status = CASE WHEN status = 'done'"
                 " THEN 'done' ELSE 'running' END, updated_at = excluded.updated_at",
                 (job_id, kind, inputs_hash, json.dumps(settings, sort_keys=True), now, now))
+        if job_id not in self._running:
+            lock = JobLock(self._lock_path(job_id))
+            if lock.acquire():  # not if another process runs the very same job
+                self._running[job_id] = lock
         job = self.get(job_id)
         assert job is not None
         return job
@@ -114,6 +132,7 @@ class JobStore:
             self._conn.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", (now, job_id))
 
     def finish(self, job_id: str, status: str, result: Any | None = None) -> None:
+        self._release(job_id)
         with self._lock, db.translate_errors(self._path):
             self._conn.execute(
                 "UPDATE jobs SET status = ?, result_json = ?, updated_at = ? WHERE id = ?",
@@ -137,7 +156,8 @@ class JobStore:
 
     def unfinished(self, kind: str | None = None) -> list[JobInfo]:
         """Jobs not done (cancelled, failed, or left running by a process that stopped),
-        newest first. A caller that is running a job itself leaves that one out."""
+        newest first. Jobs another process (or another store) is running now are not
+        listed; a caller that is running a job itself leaves that one out."""
         where = "j.status != 'done'" + (" AND j.kind = ?" if kind is not None else "")
         with self._lock, db.translate_errors(self._path):
             rows = self._conn.execute(
@@ -147,9 +167,12 @@ class JobStore:
         return [JobInfo(r["id"], r["kind"], r["title"] or "", r["status"], r["created_at"],
                         r["updated_at"], r["steps_done"], r["steps_total"],
                         json.loads(r["recipe_json"]) if r["recipe_json"] else None)
-                for r in rows]
+                for r in rows
+                if not (r["status"] == "running" and r["id"] not in self._running
+                        and held_elsewhere(self._lock_path(r["id"])))]
 
     def delete(self, job_id: str) -> None:
         """The job and its steps."""
+        self._release(job_id)
         with self._lock, db.translate_errors(self._path):
             self._conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
