@@ -6,7 +6,12 @@ hierarchical reduce, citations) with the same greedy settings; the only differen
 in one context with the instruction prefix shared. The document is generated here from word
 lists and sentence templates (no network); it is varied enough that chunks differ.
 
+It also times prompt evaluation alone and prints the best speedup any schedule of the same
+work could reach (batching only speeds up generation).
+
     .venv/bin/python bench/bench_summarize_batched.py [--model PATH] [--parallel 4,8]
+    .venv/bin/python bench/bench_summarize_batched.py \
+        --model .venv/test-models/gemma-3-270m-q4_k_m.gguf   # after `make test`
 """
 
 from __future__ import annotations
