@@ -177,3 +177,14 @@ def test_a_job_running_in_another_verso_is_not_listed_as_interrupted(tmp_path: P
     finally:
         other.kill()
         other.stdout.close()
+
+
+def test_a_job_runs_when_its_lock_file_cannot_be_made(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    with JobStore(path) as store:
+        (tmp_path / "job-locks").write_text("a file where the lock folder should be")
+        job = store.open_job("summarize", "x", {"n": 1})
+        store.save_step(job.id, "map:1", "one")
+        assert store.steps(job.id) == {"map:1": "one"}
+        assert [j.id for j in store.unfinished("summarize")] == [job.id]
+        store.finish(job.id, "done")

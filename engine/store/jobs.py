@@ -95,8 +95,11 @@ class JobStore:
                 (job_id, kind, inputs_hash, json.dumps(settings, sort_keys=True), now, now))
         if job_id not in self._running:
             lock = JobLock(self._lock_path(job_id))
-            if lock.acquire():  # not if another process runs the very same job
-                self._running[job_id] = lock
+            try:
+                if lock.acquire():  # not if another process runs the very same job
+                    self._running[job_id] = lock
+            except OSError:
+                pass  # no lock file (read-only or full disk): the job runs, just unmarked
         job = self.get(job_id)
         assert job is not None
         return job
