@@ -13,7 +13,9 @@ from PySide6.QtCore import Qt
 
 from app.bridge import TaskJob
 from app.panels.workbench import CLASSIFY
-from app.panels.workbench_classify import FILE, ONE_TEXT, ClassifyView
+from app.panels.workbench_classify import FILE, ONE_TEXT, SETUP_FILE, ClassifyView
+from app.widgets.classify_inputs import LABEL_PRESETS
+from engine import paths
 from engine.events import Done, FinishReason
 from engine.tasks.classify import ClassifyResult, classify
 from tests.windows import module_window_fixture
@@ -220,3 +222,22 @@ def test_an_engine_error_is_shown_inline(qtbot, view):
     assert "Traceback" not in view.error.text()
     assert getattr(outcome, "message", "") == view.error.text()
     assert view.run_button.isEnabled()
+
+
+def test_the_setup_is_kept_for_the_next_session(qtbot, window, view):
+    view.set_labels(("sport", "politics, economy"))
+    view.instruction.setPlainText("Which topic is this text about?")
+    view.examples.add_row("The match ended two to one.", "sport")
+    view.text.setPlainText("Parliament passed the budget.")
+    assert finish(qtbot, view, view.run) is None
+
+    again = ClassifyView(window.bridge)  # what the next start of Verso builds
+    qtbot.addWidget(again)
+    assert again.labels() == ["sport", "politics, economy"]
+    assert again.instruction.toPlainText() == "Which topic is this text about?"
+    assert again.examples.rows() == [("The match ended two to one.", "sport")]
+
+    (paths.config_dir() / SETUP_FILE).write_text("{not json", encoding="utf-8")
+    fresh = ClassifyView(window.bridge)  # an unreadable file: the defaults, no error
+    qtbot.addWidget(fresh)
+    assert fresh.labels() == list(LABEL_PRESETS["Sentiment"])

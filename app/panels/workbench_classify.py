@@ -8,6 +8,8 @@ through the bridge's task queue (``classify_tasks``)."""
 from __future__ import annotations
 
 import itertools
+import json
+import logging
 import time
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from PySide6.QtWidgets import (
 
 from app.bridge import EngineBridge, TaskJob
 from app.panels import classify_tasks as tasks
+from app.settings import write_json_atomic
 from app.widgets.classify_inputs import (
     CUSTOM,
     LABEL_PRESETS,
@@ -41,6 +44,7 @@ from app.widgets.classify_inputs import (
 )
 from app.widgets.label_bars import ProbabilityBars, percent_text
 from app.widgets.task_progress import TaskProgressRow
+from engine import paths
 from engine.errors import BadRequestError
 from engine.events import Done, Error, FinishReason
 from engine.tasks.classify import DEFAULT_INSTRUCTION, ClassifyResult, check_labels, write_csv
@@ -50,6 +54,9 @@ ONE_TEXT, FILE = range(2)
 TEXT_FILTER = "Text files (*.txt *.csv *.tsv *.md);;All files (*)"
 CSV_FILTER = "CSV files (*.csv);;All files (*)"
 EDIT_HEIGHT = 76
+SETUP_FILE = "classify.json"  # the last run's labels, instruction and examples
+
+log = logging.getLogger(__name__)
 
 
 def _title(text: str) -> QLabel:
@@ -75,7 +82,8 @@ class ClassifyView(QWidget):
         self.batch_rows: list[tuple[str, ClassifyResult]] = []
         self.batch_labels: tuple[str, ...] = ()
         self._build()
-        self.set_labels(LABEL_PRESETS["Sentiment"])
+        if not self.restore_setup():
+            self.set_labels(LABEL_PRESETS["Sentiment"])
         bridge.task_event.connect(self._task_event)
         bridge.task_finished.connect(self._task_finished)
         bridge.model_loaded.connect(lambda _m: self._update())
@@ -250,6 +258,34 @@ class ClassifyView(QWidget):
     def labels(self) -> list[str]:
         return parse_labels(self.labels_edit.toPlainText())
 
+    def save_setup(self) -> None:
+        """Keep the labels, instruction and examples for the next session (config folder)."""
+        data = {"labels": self.labels_edit.toPlainText(),
+                "instruction": self.instruction.toPlainText(),
+                "examples": [list(row) for row in self.examples.rows()]}
+        try:
+            write_json_atomic(paths.config_dir() / SETUP_FILE, data)
+        except OSError as exc:
+            log.warning("could not save the classification setup: %s", exc)
+
+    def restore_setup(self) -> bool:
+        """The setup saved by ``save_setup``; False (nothing changed) when there is none or
+        it cannot be read."""
+        try:
+            data = json.loads((paths.config_dir() / SETUP_FILE).read_text(encoding="utf-8"))
+            labels, instruction = str(data["labels"]), str(data.get("instruction", ""))
+            examples = [(str(text), str(label)) for text, label in data.get("examples", [])]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            if not isinstance(exc, FileNotFoundError):
+                log.warning("ignoring the saved classification setup: %s", exc)
+            return False
+        self.labels_edit.setPlainText(labels)
+        self.instruction.setPlainText(instruction)
+        self.examples.clear()
+        for text, label in examples:
+            self.examples.add_row(text, label)
+        return True
+
     def spec(self) -> tasks.ClassifySpec:
         """The labels, examples and instruction; raises ``BadRequestError`` if unusable."""
         problems = self.examples.problems()
@@ -325,13 +361,16 @@ class ClassifyView(QWidget):
             return None
         self.modes.setCurrentIndex(ONE_TEXT)
         self.note.setText("Classifying…")
-        return self._start("one", tasks.classify_text(text, self.spec()))
+        spec = self.spec()
+        self.save_setup()
+        return self._start("one", tasks.classify_text(text, spec))
 
     def run_batch(self) -> str | None:
         """Classify every line of the opened file; returns the job id (None if refused)."""
         if self._refused([] if self.lines else ["Open a file with one text per line."]):
             return None
         spec = self.spec()
+        self.save_setup()
         self.modes.setCurrentIndex(FILE)
         self.batch_rows = []
         self.batch_labels = spec.labels
@@ -347,6 +386,7 @@ class ClassifyView(QWidget):
 
     def shutdown(self) -> None:
         self.cancel()
+        self.save_setup()
 
     # ------------------------------------------------------------------ events
 
