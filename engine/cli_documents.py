@@ -90,7 +90,7 @@ def cmd_summarize(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         json.dump(result.to_json(), out, indent=2, ensure_ascii=False)
         print(file=out)
     else:
-        if getattr(result, "notes_only", False):
+        if result.notes_only:
             print(NOTES_ONLY, file=err)
         print(result.to_text(), file=out)
     return EXIT_OK
