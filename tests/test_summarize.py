@@ -214,6 +214,7 @@ def test_without_usable_points_the_chunk_notes_stand_in_for_the_summary():
     with_points = replace(result, points=(Point("A point.", (1,)),))
     assert not with_points.notes_only and with_points.to_text() == "- A point. [1]"
     assert not replace(result, mode=Mode.EXTRACTIVE).notes_only
+    assert not replace(result, notes={1: " "}).notes_only  # nothing to stand in
 
 
 def test_abstractive_multi_document_cancel_and_resume(runtime: Runtime, docs: list[Document],

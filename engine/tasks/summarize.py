@@ -104,7 +104,7 @@ class SummaryResult:
     def notes_only(self) -> bool:
         """The final step gave no usable point (a small model combining many notes can
         fail), so the chunks' own notes stand in for the summary instead of nothing."""
-        return self.mode is Mode.ABSTRACTIVE and not self.points and bool(self.notes)
+        return self.mode is Mode.ABSTRACTIVE and not self.points and bool(self.note_lines())
 
     def note_lines(self) -> list[tuple[int, str]]:
         """(chunk id, note) for each chunk with a non-empty note, in document order."""
