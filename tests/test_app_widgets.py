@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from PySide6.QtCore import QEvent, QPoint, Qt
 from PySide6.QtGui import QHelpEvent
 from PySide6.QtWidgets import QApplication, QToolTip
@@ -152,3 +157,32 @@ def test_user_presets_are_saved_and_deleted_from_chat_settings(qtbot, monkeypatc
     second.delete_preset.click()
     assert second.preset.findData("Terse") == -1
     assert not any(p.name == "Terse" for p in load_presets())
+
+
+_PRELOAD = """
+import importlib.abc, sys, threading, time
+from PySide6.QtWidgets import QApplication
+app = QApplication([])
+from app.widgets.constraint_editors import ConstraintsEditor
+importers = []
+
+class Spy(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "llama_cpp":
+            importers.append(threading.current_thread().name)
+        return None
+
+sys.meta_path.insert(0, Spy())
+editor = ConstraintsEditor()
+deadline = time.monotonic() + 30
+while "llama_cpp.llama_grammar" not in sys.modules and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(importers)
+"""
+
+
+def test_the_schema_converter_loads_in_the_background_not_in_the_gui_thread():
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    out = subprocess.run([sys.executable, "-c", _PRELOAD], env=env, capture_output=True,
+                         text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "['verso-gbnf-preload']", out.stderr

@@ -10,6 +10,7 @@ and ``set_grammar_problems`` reports back."""
 from __future__ import annotations
 
 import json
+import threading
 
 from PySide6.QtCore import QTimer, Signal
 from PySide6.QtGui import QFontDatabase
@@ -29,6 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.errors import BadRequestError
+from engine.tasks import gbnf
 from engine.tasks.constraints import BiasKey, Constraints, parse_bias_key
 
 SHAPES = ("Free text", "GBNF grammar", "JSON Schema", "Choice list")
@@ -71,6 +73,8 @@ class ConstraintsEditor(QWidget):
         super().__init__(parent)
         self._grammar_checked: tuple[str, list[str]] | None = None
         self._schema_result: tuple[str, str | None, str] = ("", None, "")
+        # The first JSON Schema preview would otherwise load llama.cpp in the GUI thread.
+        threading.Thread(target=gbnf.preload, name="verso-gbnf-preload", daemon=True).start()
 
         self.shape = QComboBox()
         self.shape.setObjectName("shapeCombo")
@@ -241,10 +245,8 @@ class ConstraintsEditor(QWidget):
         text = self.schema.toPlainText()
         if self.shape.currentIndex() != SCHEMA or text == self._schema_result[0]:
             return
-        from engine.tasks.gbnf import schema_to_grammar
-
         try:
-            self._schema_result = (text, schema_to_grammar(text), "")
+            self._schema_result = (text, gbnf.schema_to_grammar(text), "")
         except BadRequestError as exc:
             self._schema_result = (text, None, str(exc))
         grammar = self._schema_result[1]

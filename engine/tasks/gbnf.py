@@ -125,6 +125,12 @@ def _integer_bounds(schema: Mapping[str, Any]) -> tuple[int | None, int | None]:
 # -------------------------------------------------------------------- JSON Schema
 
 
+def preload() -> None:
+    """Import llama.cpp's schema converter ahead of the first conversion (loading llama.cpp
+    takes ~0.2 s; a GUI calls this from a background thread)."""
+    import llama_cpp.llama_grammar  # noqa: F401
+
+
 def _converter():
     from llama_cpp.llama_grammar import RESERVED_NAMES, SchemaConverter
 
