@@ -25,6 +25,7 @@ from engine.tasks.summarize import (
     Mode,
     SummarizeSettings,
     SummaryResult,
+    _clean_note,
     summarize,
 )
 from tests.test_documents import _make_docx, _make_pdf
@@ -200,6 +201,24 @@ def test_points_made_only_of_numbers_or_a_cut_off_marker_are_not_statements():
 
 
 # ------------------------------------------------------------------ abstractive
+
+
+def test_repeated_points_are_one_point_with_both_citations():
+    notes = [Note("Gutenberg printed the Bible.", (1,)), Note("Presses spread.", (2,))]
+    text = "- Gutenberg printed the Bible. [1]\n- gutenberg printed the Bible. [2]\n" \
+           "- Presses spread. [2]"
+    points, invalid = cite(text, notes, {1, 2})
+    assert [(p.text, p.chunks) for p in points] == [
+        ("Gutenberg printed the Bible.", (1, 2)), ("Presses spread.", (2,))]
+    assert invalid == []
+
+
+def test_prompt_labels_a_small_model_echoes_are_cut_from_its_notes():
+    assert _clean_note("Source: a.md\n\nExcerpt:\n# Packaging\n\nIt builds.") == \
+        "# Packaging\n\nIt builds."
+    assert _clean_note("Summary:\nThe council met.") == "The council met."
+    assert _clean_note("Summary: the council met.\nMore.") == "Summary: the council met.\nMore."
+    assert _clean_note("Excerpt:") == "Excerpt:"  # nothing else: kept rather than emptied
 
 
 def test_without_usable_points_the_chunk_notes_stand_in_for_the_summary():

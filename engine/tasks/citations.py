@@ -78,6 +78,15 @@ def cite(text: str, notes: Sequence[Note], existing: set[int],
         clean = " ".join(_CUT_MARKER.sub("", _MARKER.sub("", statement)).split()).rstrip(" ,;")
         if not any(ch.isalpha() for ch in clean):  # only numbers or markers: not a statement
             continue
+        same = next((i for i, p in enumerate(points)
+                     if p.kind == kind and p.text.casefold() == clean.casefold()), None)
+        if same is not None:  # a small model repeating itself: one point, both citations
+            if cited:
+                earlier = points[same]
+                chunks = tuple(sorted({*earlier.chunks, *cited})) if not earlier.inferred \
+                    else tuple(sorted(set(cited)))
+                points[same] = Point(earlier.text, chunks, kind, False)
+            continue
         inferred = False
         if not cited and notes:
             best = max(notes, key=lambda n: _overlap(clean, n.text))

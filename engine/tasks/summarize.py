@@ -9,6 +9,7 @@ without recomputing finished chunks. Extractive: see ``engine.tasks.extractive``
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
@@ -163,9 +164,23 @@ _FORM_TEXT = {
 
 
 def _map_prompt(chunk: Chunk, source: str, settings: SummarizeSettings) -> str:
+    """The instruction first (shared by every chunk's prompt, evaluated once) and again
+    after the excerpt: without the reminder, SmolLM2-135M mostly echoed the prompt's
+    "Source:"/"Excerpt:" lines and the excerpt itself instead of summarizing."""
     return ("Summarize the excerpt below in two or three short sentences. Keep names, "
-            "numbers and facts; add nothing that is not in it.\n\n"
-            f"Source: {source}\n\nExcerpt:\n{chunk.text}")
+            "numbers and facts; add nothing that is not in it.\n\nExcerpt:\n"
+            f"{chunk.text}\n\nEnd of excerpt. Now summarize it in two or three short "
+            "sentences of your own.")
+
+
+_ECHOED_LABEL = re.compile(r"^\s*(?:(?:Source\s*:[^\n]*|(?:Excerpt|Summary)\s*:\s*)\n+)+",
+                           re.IGNORECASE)
+
+
+def _clean_note(text: str) -> str:
+    """A map step's note without prompt labels a small model echoed at its start."""
+    cleaned = _ECHOED_LABEL.sub("", text.strip() + "\n").strip()
+    return cleaned or text.strip()
 
 
 def _reduce_prompt(notes: Sequence[Note], settings: SummarizeSettings, final: bool) -> str:
@@ -298,7 +313,8 @@ class _Run:
         prompts = [(_reduce_prompt([Note(chunk.text, (ref.id,))], s, final=True) if single
                     else _map_prompt(chunk, ref.source, s)) for chunk, ref in self.chunks]
         map_tokens = self._final_tokens() if single else s.note_tokens
-        yield from self._generate("map", steps, prompts, map_tokens, lambda i, text: text.strip())
+        yield from self._generate("map", steps, prompts, map_tokens,
+                                  lambda i, text: text.strip() if single else _clean_note(text))
         notes = [Note(self.saved[step], (ref.id,)) for step, (_, ref) in zip(steps, self.chunks,
                                                                                strict=True)]
         invalid: list[int] = []
