@@ -15,11 +15,11 @@ from PySide6.QtWidgets import (
     QStyledItemDelegate,
     QStyleOptionViewItem,
     QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from app.widgets.pair_rows import append_pair, cell_text, remove_selected_rows
 from engine.text_lists import split_items
 
 LABEL_PRESETS: dict[str, tuple[str, ...]] = {
@@ -109,21 +109,15 @@ class ExamplesTable(QWidget):
         self.delegate.labels = list(labels)
 
     def add_row(self, text: str = "", label: str = "") -> None:
-        row = self.table.rowCount()
         self.table.blockSignals(True)
-        self.table.insertRow(row)
-        self.table.setItem(row, 0, QTableWidgetItem(text))
-        self.table.setItem(row, 1, QTableWidgetItem(label))
-        self.table.blockSignals(False)
+        try:
+            append_pair(self.table, text, label)
+        finally:
+            self.table.blockSignals(False)
         self.changed.emit()
-        if not text:
-            self.table.setCurrentCell(row, 0)
-            self.table.editItem(self.table.item(row, 0))
 
     def remove_selected(self) -> None:
-        rows = sorted({i.row() for i in self.table.selectedIndexes()}, reverse=True)
-        for row in rows:
-            self.table.removeRow(row)
+        remove_selected_rows(self.table)
         self.changed.emit()
 
     def clear(self) -> None:
@@ -131,8 +125,7 @@ class ExamplesTable(QWidget):
         self.changed.emit()
 
     def _cell(self, row: int, column: int) -> str:
-        item = self.table.item(row, column)
-        return item.text().strip() if item else ""
+        return cell_text(self.table, row, column)
 
     def rows(self) -> list[tuple[str, str]]:
         """Every row that is not entirely empty, as (text, label)."""

@@ -13,11 +13,11 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QPushButton,
     QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from app.widgets.pair_rows import append_pair, cell_text, remove_selected_rows
 from engine.errors import BadRequestError
 from engine.tasks.glossary import Glossary, load_csv
 
@@ -54,22 +54,13 @@ class GlossaryTable(QWidget):
         layout.addLayout(buttons)
 
     def add_row(self, term: str = "", translation: str = "") -> None:
-        row = self.table.rowCount()
-        self.table.insertRow(row)
-        self.table.setItem(row, 0, QTableWidgetItem(term))
-        self.table.setItem(row, 1, QTableWidgetItem(translation))
-        if not term:
-            self.table.setCurrentCell(row, 0)
-            self.table.editItem(self.table.item(row, 0))
+        append_pair(self.table, term, translation)
 
     def remove_selected(self) -> None:
-        rows = sorted({i.row() for i in self.table.selectedIndexes()}, reverse=True)
-        for row in rows:
-            self.table.removeRow(row)
+        remove_selected_rows(self.table)
 
     def _cell(self, row: int, column: int) -> str:
-        item = self.table.item(row, column)
-        return item.text().strip() if item else ""
+        return cell_text(self.table, row, column)
 
     def glossary(self) -> Glossary:
         """The entries; rows left entirely empty are ignored. Raises BadRequestError for a
