@@ -26,7 +26,7 @@ from typing import Protocol
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from engine.errors import VersoError
+from engine.errors import Cancelled, VersoError
 from engine.events import (
     ContextTrimmed,
     Done,
@@ -218,8 +218,6 @@ class _EngineWorker(QObject):
 
     @Slot(object)
     def run_task(self, job: TaskJob) -> None:
-        from engine.tasks.jobs import TaskCancelled
-
         if self._shared.take_cancelled(job.id):
             self.task_finished.emit(job.id, Done(FinishReason.CANCELLED))
             return
@@ -239,7 +237,7 @@ class _EngineWorker(QObject):
                     self.load_event.emit(event)
                     continue
                 self.task_event.emit(job.id, event)
-        except TaskCancelled:
+        except Cancelled:
             outcome = Done(FinishReason.CANCELLED)
         except VersoError as exc:
             outcome = Error(exc.kind, str(exc))

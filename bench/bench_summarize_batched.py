@@ -26,10 +26,9 @@ from common import default_model, save, table
 
 from engine.documents import document_from_text, vocab_token_counter
 from engine.events import Done
-from engine.options import GREEDY, CompletionRequest, LoadSettings
-from engine.runtime.batch import BatchRequest
+from engine.options import GREEDY, BatchRequest, CompletionRequest, LoadSettings
+from engine.runtime.in_process import InProcessEngine
 from engine.runtime.runtime import Runtime
-from engine.tasks.jobs import InProcessClient
 from engine.tasks.summarize import SummarizeSettings, SummaryResult, summarize
 
 SUBJECTS = ["The council", "A small bakery", "The river authority", "Our research team",
@@ -70,7 +69,7 @@ def make_document(min_tokens: int, count_tokens) -> str:
     return "\n\n".join(paragraphs)
 
 
-class RecordingClient(InProcessClient):
+class RecordingClient(InProcessEngine):
     """Adds up what the batched runs report: prompt tokens evaluated, tokens generated."""
 
     def __init__(self, runtime: Runtime) -> None:

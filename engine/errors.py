@@ -51,3 +51,16 @@ class ContextOverflowError(VersoError):
 
 class BadRequestError(VersoError):
     kind = ErrorKind.BAD_REQUEST
+
+
+class Cancelled(Exception):
+    """The caller cancelled the operation (its cancel check returned True, or ``cancel`` was
+    called). The one cancellation exception of the engine, its tasks and the app; steps a
+    task already finished stay stored. Not a ``VersoError``: handlers of failures must not
+    treat a cancel as one."""
+
+
+class UnsupportedError(VersoError):
+    """The request needs a capability the backend does not have; the message names both."""
+
+    kind = ErrorKind.UNSUPPORTED

@@ -6,9 +6,12 @@ so the same objects cross the pipe from the engine process and reach the GUI and
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
+
+from engine.model_ref import ModelRef
 
 if TYPE_CHECKING:
     import numpy as np
@@ -18,7 +21,6 @@ class FinishReason(StrEnum):
     STOP = "stop"  # end-of-generation token or a stop string
     LENGTH = "length"  # max_tokens reached or the context is full
     CANCELLED = "cancelled"
-    ERROR = "error"
     BANNED = "banned"  # every continuation the model tried contained a banned phrase
 
 
@@ -31,6 +33,7 @@ class ErrorKind(StrEnum):
     ENGINE_CRASHED = "engine_crashed"  # the engine process died
     BAD_REQUEST = "bad_request"  # invalid parameters (e.g. a malformed grammar)
     DOCUMENT_INVALID = "document_invalid"  # a document that cannot be read (see DocumentError)
+    UNSUPPORTED = "unsupported"  # the backend lacks a capability the request needs
     INTERNAL = "internal"
 
 
@@ -74,7 +77,7 @@ class Progress:
 
 @dataclass(frozen=True, slots=True)
 class ModelLoaded:
-    path: str
+    ref: ModelRef
     name: str
     n_ctx: int
     n_ctx_train: int
@@ -82,6 +85,11 @@ class ModelLoaded:
     has_chat_template: bool
     gpu_layers: int
     load_seconds: float
+
+    @property
+    def local_path(self) -> str | None:
+        """The GGUF file, for a model Verso runs itself; None for a remote model."""
+        return self.ref.local_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,5 +184,49 @@ class AttentionMap:
         return w.mean(axis=(0, 1))
 
 
+@dataclass(frozen=True, slots=True)
+class SeqToken:
+    """A token of one item of a batched request (``options.BatchRequest``)."""
+
+    index: int  # into BatchRequest.items
+    token_id: int
+    text: str
+    logprob: float | None = None
+    forced: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SeqDone:
+    """One item of a batched request has finished."""
+
+    index: int
+    finish_reason: FinishReason
+    text: str
+    n_tokens: int
+    mean_logprob: float | None = None
+    forced_tokens: int = 0
+
+
+def fold_rollbacks(events: Iterable[object]) -> list[Token]:
+    """The ``Token`` events of an output as its ``Rollback`` events leave it."""
+    kept: list[Token] = []
+    for event in events:
+        if isinstance(event, Token):
+            kept.append(event)
+        elif isinstance(event, Rollback) and event.n_tokens:
+            del kept[len(kept) - event.n_tokens:]
+    return kept
+
+
+def fold_text(parts: list[str], event: object) -> None:
+    """Keep ``parts`` equal to the text streamed so far: append a ``Token``'s text, drop
+    what a ``Rollback`` retracted."""
+    if isinstance(event, Token):
+        parts.append(event.text)
+    elif isinstance(event, Rollback) and event.n_chars:
+        text = "".join(parts)
+        parts[:] = [text[: len(text) - event.n_chars]]
+
+
 Event = (Token | Rollback | Progress | ModelLoaded | ContextTrimmed | Stats | Done | Error
-         | Tokenized | RenderedChat | Scores | AttentionMap)
+         | Tokenized | RenderedChat | Scores | AttentionMap | SeqToken | SeqDone)

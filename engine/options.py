@@ -119,6 +119,24 @@ class CompletionRequest:
     echo_forced: bool = False  # stream the forced tokens as Token events; Done.text has them
 
 
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    tokens: tuple[int, ...]  # the whole prompt, BOS included if wanted
+    required: tuple[str, ...] = ()  # texts the output must contain
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRequest:
+    """Several prompts decoded together; answered by ``SeqToken``/``SeqDone`` events and a
+    closing ``Done`` whose stats add up the run."""
+
+    items: tuple[BatchItem, ...]
+    sampling: SamplingParams = GREEDY
+    n_parallel: int = 4
+    logprobs: bool = False  # report each token's log-probability and the mean per item
+    min_tokens: int = 0  # end-of-generation tokens are refused before this many tokens
+
+
 def prompt_limit(n_ctx: int, max_tokens: int) -> int:
     """Tokens a prompt may use: the context minus room for a reply (at most a quarter of the
     context is reserved, so a large max_tokens does not refuse ordinary prompts)."""

@@ -7,7 +7,7 @@ import pytest
 from app.bridge import EngineBridge, TaskJob
 from engine.events import Done, Error, ErrorKind, FinishReason, Token
 from engine.options import CompletionRequest, LoadSettings, SamplingParams
-from engine.tasks.jobs import TaskCancelled
+from engine.tasks.jobs import Cancelled
 
 TIMEOUT_MS = 60_000
 
@@ -44,7 +44,7 @@ def test_cancel_and_errors_end_a_task_with_a_reason(qtbot, bridge):
     def waits_for_cancel(client, cancelled):
         while not cancelled():
             yield "tick"
-        raise TaskCancelled
+        raise Cancelled
 
     def fails(client, cancelled):
         yield from ()

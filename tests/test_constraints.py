@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from engine.errors import BadRequestError
-from engine.events import Done, ErrorKind, FinishReason, Rollback, Token
+from engine.events import Done, ErrorKind, FinishReason, Rollback, Token, fold_text
 from engine.options import (
     GREEDY,
     ChatMessage,
@@ -31,7 +31,6 @@ from engine.tasks.constraints import (
     word_tokens,
 )
 from engine.tasks.gbnf import choice_grammar, gbnf_literal, integer_range_rule, schema_to_grammar
-from engine.worker.process import track_partial
 
 NEVER = lambda: False  # noqa: E731
 HOT = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.0)
@@ -72,7 +71,7 @@ def streamed_text(events) -> str:
 def test_partial_text_kept_for_errors_follows_rollbacks():
     partial: list[str] = []
     for event in (Token(1, "a cat"), Token(2, " sat"), Rollback(1, 4, "sat"), Token(3, "!")):
-        track_partial(partial, event)
+        fold_text(partial, event)
     assert "".join(partial) == "a cat!"
 
 

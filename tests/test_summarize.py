@@ -12,13 +12,15 @@ import pytest
 
 from engine.cli import main
 from engine.documents import Document, load_document
-from engine.events import Done, FinishReason
-from engine.options import GREEDY, CompletionRequest, LoadSettings
-from engine.runtime.batch import BatchItem, BatchRequest, SeqDone, SeqToken, generate_batch
+from engine.errors import Cancelled
+from engine.events import Done, FinishReason, SeqDone, SeqToken
+from engine.options import GREEDY, BatchItem, BatchRequest, CompletionRequest, LoadSettings
+from engine.runtime.batch import generate_batch
+from engine.runtime.in_process import InProcessEngine
 from engine.runtime.runtime import Runtime
 from engine.store.jobs import JobStore
 from engine.tasks.citations import Note, Point, cite
-from engine.tasks.jobs import InProcessClient, TaskCancelled, TaskProgress
+from engine.tasks.jobs import TaskProgress
 from engine.tasks.summarize import (
     ChunkRef,
     Form,
@@ -238,13 +240,13 @@ def test_without_usable_points_the_chunk_notes_stand_in_for_the_summary():
 
 def test_abstractive_multi_document_cancel_and_resume(runtime: Runtime, docs: list[Document],
                                                       tmp_path: Path):
-    client = InProcessClient(runtime)
+    client = InProcessEngine(runtime)
     settings = SummarizeSettings(chunk_tokens=400, note_tokens=12, reduce_tokens=8, length=2,
                                  n_parallel=2)
     stop_after = 1
     with JobStore(tmp_path / "jobs.db") as store:
         seen: list[TaskProgress] = []
-        with pytest.raises(TaskCancelled):
+        with pytest.raises(Cancelled):
             for event in summarize(client, docs, settings, store,
                                    cancel=lambda: any(p.done >= stop_after for p in seen
                                                       if p.stage == "map")):
@@ -280,7 +282,7 @@ def test_abstractive_multi_document_cancel_and_resume(runtime: Runtime, docs: li
 
 def test_single_chunk_paragraph_form(runtime: Runtime, docs: list[Document]):
     settings = SummarizeSettings(form=Form.PARAGRAPH, length=20, chunk_tokens=4096)
-    result = list(summarize(InProcessClient(runtime), docs[1:], settings))[-1]
+    result = list(summarize(InProcessEngine(runtime), docs[1:], settings))[-1]
     assert [c.id for c in result.chunks] == [1]
     assert result.points and all(p.chunks == (1,) for p in result.points)
     assert result.to_text() and "\n" not in result.to_text()

@@ -11,9 +11,10 @@ from engine.cli import main
 from engine.documents import BlockKind, Document, document_from_text, load_document
 from engine.errors import BadRequestError
 from engine.options import GREEDY, LoadSettings, SamplingParams
+from engine.runtime.in_process import InProcessEngine
 from engine.runtime.runtime import Runtime
 from engine.tasks.glossary import Glossary, adherence, load_csv, parse_csv
-from engine.tasks.jobs import InProcessClient, TaskProgress
+from engine.tasks.jobs import TaskProgress
 from engine.tasks.language import detect_language
 from engine.tasks.translate import TranslateSettings, Translation, retranslate, translate
 from engine.tasks.translate_export import export, to_markdown
@@ -37,7 +38,7 @@ def client(gemma_path: Path):
     rt = Runtime()
     for _ in rt.load(LoadSettings(path=str(gemma_path), n_ctx=1024)):
         pass
-    yield InProcessClient(rt)
+    yield InProcessEngine(rt)
     rt.unload()
 
 

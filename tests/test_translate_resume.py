@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 
 from engine.documents import document_from_text
+from engine.errors import Cancelled
 from engine.options import LoadSettings
+from engine.runtime.in_process import InProcessEngine
 from engine.runtime.runtime import Runtime
 from engine.store.jobs import JobStore
 from engine.tasks.glossary import Glossary
-from engine.tasks.jobs import InProcessClient, TaskCancelled, TaskProgress
+from engine.tasks.jobs import TaskProgress
 from engine.tasks.translate import TranslateSettings, Translation, translate
 
 TEXT = """# Field Notes
@@ -35,7 +37,7 @@ def client(smol_path: Path):
     rt = Runtime()
     for _ in rt.load(LoadSettings(path=str(smol_path), n_ctx=1024)):
         pass
-    yield InProcessClient(rt)
+    yield InProcessEngine(rt)
     rt.unload()
 
 
@@ -45,7 +47,7 @@ def test_a_cancelled_translation_resumes_where_it_stopped(client, tmp_path: Path
                                  glossary=Glossary.from_pairs([("river", "fleuve")]))
     with JobStore(tmp_path / "jobs.db") as store:
         seen: list[TaskProgress] = []
-        with pytest.raises(TaskCancelled):
+        with pytest.raises(Cancelled):
             for event in translate(client, document, settings, store=store,
                                    cancel=lambda: any(p.done >= 1 for p in seen)):
                 seen.append(event)

@@ -3,7 +3,7 @@
 
 Each function runs in the bridge's engine thread and yields ``Classified`` records (and
 ``TaskProgress`` for a batch). A cancel between texts, or one that interrupts the scoring of
-a text, ends the task with ``TaskCancelled``; rows already yielded stay with the panel."""
+a text, ends the task with ``Cancelled``; rows already yielded stay with the panel."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from app.bridge import TaskFn
-from engine.errors import VersoError
-from engine.runtime.runtime import Cancelled
+from engine.errors import Cancelled, VersoError
 from engine.tasks.classify import ClassifyResult, classify
-from engine.tasks.jobs import CancelCheck, TaskCancelled, TaskProgress
+from engine.tasks.jobs import CancelCheck, TaskProgress
 
 STAGE = "classify"
 
@@ -38,11 +37,11 @@ def _classify(client, spec: ClassifySpec, text: str,  # type: ignore[no-untyped-
               cancelled: CancelCheck) -> ClassifyResult:
     try:
         return classify(client, text, spec.labels, spec.few_shot, spec.instruction)
-    except Cancelled as exc:
-        raise TaskCancelled from exc
+    except Cancelled:
+        raise
     except VersoError:
         if cancelled():  # a cancel that landed on a tokenize or template call
-            raise TaskCancelled from None
+            raise Cancelled from None
         raise
 
 
@@ -62,7 +61,7 @@ def classify_texts(texts: Sequence[str], spec: ClassifySpec) -> TaskFn:
         started = time.monotonic()
         for index, text in enumerate(items):
             if cancelled():
-                raise TaskCancelled
+                raise Cancelled
             yield Classified(index, text, _classify(client, spec, text, cancelled))
             done = index + 1
             eta = (time.monotonic() - started) / done * (total - done)

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from app.bridge import TaskFn
+from engine.errors import Cancelled
 from engine.events import Done, Error
 from engine.options import (
     ChatMessage,
@@ -21,7 +22,6 @@ from engine.options import (
 )
 from engine.tasks.branch import branch_request
 from engine.tasks.constraints import Constraints, client_tokenizer
-from engine.tasks.jobs import TaskCancelled
 
 FLUSH_S = 1 / 60
 SESSION = "workbench"
@@ -86,7 +86,7 @@ def generate(specs: Sequence[tuple[str, RunSpec]]) -> TaskFn:
     def run(client, cancelled) -> Iterator[object]:  # type: ignore[no-untyped-def]
         for tag, spec in specs:
             if cancelled():
-                raise TaskCancelled
+                raise Cancelled
             grammar = spec.constraints.grammar
             if grammar:
                 problems = tuple(client.validate_grammar(grammar))

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from engine.errors import BadRequestError, VersoError
+from engine.errors import BadRequestError, Cancelled, VersoError
 from engine.events import AttentionMap, ErrorKind
 
 log = logging.getLogger(__name__)
@@ -302,7 +302,6 @@ class AttentionCapture:
         logits for the last token only)."""
         import llama_cpp
 
-        from engine.runtime.runtime import Cancelled
 
         for start in range(0, len(tokens), self._batch_size):
             chunk = tokens[start:start + self._batch_size]

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.errors import BadRequestError, ContextOverflowError, VersoError
-from engine.events import Done, FinishReason, Stats
-from engine.options import GREEDY, SamplingParams
+from engine.events import Done, Event, FinishReason, SeqDone, SeqToken, Stats
+from engine.options import BatchRequest
 from engine.runtime.runtime import Runtime
 from engine.runtime.sampling import TokenSampler
 from engine.runtime.text_stream import TextStream
@@ -45,40 +45,6 @@ _ABORTED = 2
 _CTX_ROUND = 256
 _OPPORTUNE = 0.2  # a required text may start where its first token is this likely vs the pick
 _MIN_START_CHARS = 3  # ...unless that first token is a short piece such as " a" or " de"
-
-
-@dataclass(frozen=True, slots=True)
-class BatchItem:
-    tokens: tuple[int, ...]  # the whole prompt, BOS included if wanted
-    required: tuple[str, ...] = ()  # texts the output must contain
-
-
-@dataclass(frozen=True, slots=True)
-class BatchRequest:
-    items: tuple[BatchItem, ...]
-    sampling: SamplingParams = GREEDY
-    n_parallel: int = 4
-    logprobs: bool = False  # report each token's log-probability and the mean per item
-    min_tokens: int = 0  # end-of-generation tokens are refused before this many tokens
-
-
-@dataclass(frozen=True, slots=True)
-class SeqToken:
-    index: int  # into BatchRequest.items
-    token_id: int
-    text: str
-    logprob: float | None = None
-    forced: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class SeqDone:
-    index: int
-    finish_reason: FinishReason
-    text: str
-    n_tokens: int
-    mean_logprob: float | None = None
-    forced_tokens: int = 0
 
 
 @dataclass
@@ -358,7 +324,7 @@ class BatchDecoder:
         seq.sampler.accept(token)
         return token, False
 
-    def run(self) -> Iterator[object]:
+    def run(self) -> Iterator[Event]:
         start = time.perf_counter()
         sampling = self.request.sampling
         seed = sampling.seed if sampling.seed >= 0 else random.randrange(2**31)
@@ -454,7 +420,7 @@ def _logsumexp(values: np.ndarray) -> float:
 
 
 def generate_batch(runtime: Runtime, request: BatchRequest,
-                   cancel: CancelCheck = lambda: False) -> Iterator[object]:
+                   cancel: CancelCheck = lambda: False) -> Iterator[Event]:
     """Stream ``SeqToken`` and ``SeqDone`` events for every item, then one ``Done`` whose
     stats add up the run (``reused_tokens``: prompt tokens shared instead of evaluated)."""
     if not request.items or any(not item.tokens for item in request.items):

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.catalog import validate_model_file
-from engine.errors import BadRequestError, ContextOverflowError, VersoError
+from engine.errors import BadRequestError, Cancelled, ContextOverflowError, VersoError
 from engine.events import (
     AttentionMap,
     ContextTrimmed,
@@ -44,6 +44,9 @@ from engine.events import (
     Token,
     TokenAlternative,
 )
+from engine.grammar_check import grammar_problems
+from engine.model_hash import model_sha256
+from engine.model_ref import ModelRef
 from engine.options import (
     DEFAULT_CTX_CAP,
     ChatMessage,
@@ -57,7 +60,6 @@ from engine.options import (
 )
 from engine.runtime.attention import AttentionCapture
 from engine.runtime.chat_template import ChatTemplate
-from engine.runtime.grammar import grammar_problems
 from engine.runtime.phrase_guard import PhraseGuard, fold
 from engine.runtime.sampling import TokenSampler
 from engine.runtime.snapshots import (
@@ -82,11 +84,6 @@ _BANNED_LOGIT = -1e30
 # Rollbacks allowed per request: a base plus a few per requested token.
 _ROLLBACK_BASE = 64
 _ROLLBACKS_PER_TOKEN = 4
-
-
-class Cancelled(Exception):
-    pass
-
 
 @dataclass
 class _Timer:
@@ -214,7 +211,7 @@ class Runtime:
             eos_token=llm._model.token_get_text(eos) if eos >= 0 else "",
         )
         self._loaded = ModelLoaded(
-            path=str(settings.path),
+            ref=ModelRef.local(settings.path, model_sha256(settings.path)),
             name=info.name,
             n_ctx=llm.n_ctx(),
             n_ctx_train=llm._model.n_ctx_train(),
@@ -299,6 +296,9 @@ class Runtime:
             return False
         return bool(llm._model.add_bos_token())
 
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenize(text, add_bos=False, special=False))
+
     def count_chat_tokens(self, messages: Sequence[ChatMessage]) -> int:
         text = self.render_chat(messages)
         return len(self.tokenize(text, add_bos=self._chat_add_bos(text)))
@@ -310,7 +310,7 @@ class Runtime:
         return RenderedChat(text, tuple(self.tokenize(text, add_bos=self._chat_add_bos(text))))
 
     def validate_grammar(self, text: str) -> list[str]:
-        """Problems with a GBNF grammar (see ``engine.runtime.grammar``); token references
+        """Problems with a GBNF grammar (see ``engine.grammar_check``); token references
         are resolved against the loaded model's vocabulary when there is one."""
         vocab = self._llama._model.vocab if self._llama is not None else None
         return grammar_problems(text, vocab)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import paths
+from engine.model_ref import ModelRef
 from engine.store import db
 from engine.store.export import build_export, parse_export, render_markdown
 from engine.store.models import (
@@ -71,6 +72,10 @@ def _json_object(value: Mapping[str, Any] | Any, what: str) -> str:
         raise ValueError(f"{what} is not JSON-serialisable: {exc}") from None
 
 
+def _ref(model: ModelRef | None) -> str | None:
+    return model.dumps() if model is not None else None
+
+
 def _conversation(row: sqlite3.Row) -> Conversation:
     return Conversation(
         id=row["id"],
@@ -78,7 +83,7 @@ def _conversation(row: sqlite3.Row) -> Conversation:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         pinned=bool(row["pinned"]),
-        model=row["model"],
+        model=ModelRef.parse(row["model"]),
         system_prompt=row["system_prompt"],
         settings=json.loads(row["settings_json"]),
         current_leaf_id=row["current_leaf_id"],
@@ -97,7 +102,7 @@ def _message(row: sqlite3.Row) -> Message:
         status=row["status"],
         error=row["error"],
         stats=json.loads(stats) if stats is not None else None,
-        model=row["model"],
+        model=ModelRef.parse(row["model"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -163,7 +168,7 @@ class ConversationStore:
         self,
         title: str = "New chat",
         system_prompt: str | None = None,
-        model: str | None = None,
+        model: ModelRef | None = None,
         settings: Mapping[str, Any] | None = None,
     ) -> Conversation:
         settings_json = _json_object(settings or {}, "settings")
@@ -173,7 +178,7 @@ class ConversationStore:
             conn.execute(
                 f"INSERT INTO conversations ({_CONVERSATION_COLUMNS}) "
                 "VALUES (?, ?, ?, ?, 0, ?, ?, ?, NULL, NULL)",
-                (conversation_id, title, now, now, model, system_prompt, settings_json),
+                (conversation_id, title, now, now, _ref(model), system_prompt, settings_json),
             )
         return Conversation(
             id=conversation_id,
@@ -225,8 +230,8 @@ class ConversationStore:
     def set_system_prompt(self, conversation_id: str, system_prompt: str | None) -> None:
         self._update_conversation(conversation_id, "system_prompt = ?", system_prompt)
 
-    def set_model(self, conversation_id: str, model: str | None) -> None:
-        self._update_conversation(conversation_id, "model = ?", model)
+    def set_model(self, conversation_id: str, model: ModelRef | None) -> None:
+        self._update_conversation(conversation_id, "model = ?", _ref(model))
 
     def set_settings(self, conversation_id: str, settings: Mapping[str, Any]) -> None:
         self._update_conversation(
@@ -285,7 +290,7 @@ class ConversationStore:
         parent_id: ParentRef = CURRENT_LEAF,
         status: Status = "complete",
         *,
-        model: str | None = None,
+        model: ModelRef | None = None,
         stats: Mapping[str, Any] | Any | None = None,
         error: str | None = None,
     ) -> Message:
@@ -316,7 +321,7 @@ class ConversationStore:
                 f"INSERT INTO messages ({', '.join(_MESSAGE_COLUMNS)}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (message_id, conversation_id, parent, role, content, status, error,
-                 stats_json, model, now, now),
+                 stats_json, _ref(model), now, now),
             )  # fmt: skip
             conn.execute(
                 "UPDATE conversations SET current_leaf_id = ?, updated_at = ? WHERE id = ?",
@@ -528,7 +533,7 @@ class ConversationStore:
         leaf = new_ids[imported.current_leaf_id] if imported.current_leaf_id else None
         conversation_row = (
             conversation_id, imported.title, imported.created_at, imported.updated_at,
-            int(imported.pinned), imported.model, imported.system_prompt,
+            int(imported.pinned), _ref(imported.model), imported.system_prompt,
             _json_object(imported.settings, "settings"), leaf,
         )  # fmt: skip
         message_rows = [
@@ -536,7 +541,7 @@ class ConversationStore:
              new_ids[m.parent_id] if m.parent_id is not None else None,
              m.role, m.content, m.status, m.error,
              _json_object(m.stats, "stats") if m.stats is not None else None,
-             m.model, m.created_at, m.updated_at)
+             _ref(m.model), m.created_at, m.updated_at)
             for m in imported.messages
         ]  # fmt: skip
         with self._write() as conn:

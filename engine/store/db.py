@@ -8,6 +8,7 @@ a transaction; a future migration that rebuilds a table must switch it off aroun
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -223,11 +224,42 @@ _JOB_RECIPES = _statements(
     "CREATE INDEX jobs_by_kind ON jobs (kind, status, updated_at)",
 )
 
+
+
+def _model_references(conn: sqlite3.Connection) -> None:
+    """Models were recorded as bare file paths; they become ``ModelRef`` JSON (a local file,
+    its content hash unknown until it is loaded again). Job recipes likewise; job ids do not
+    change (``ModelRef.identity`` of a path-only reference is that path)."""
+    from engine.model_ref import ModelRef
+
+    def ref_json(value: str | None) -> str | None:
+        ref = ModelRef.parse(value)
+        return ref.dumps() if ref is not None else None
+
+    for table in ("conversations", "messages"):
+        rows = conn.execute(f"SELECT seq, model FROM {table} WHERE model IS NOT NULL "
+                            "AND model != ''").fetchall()
+        for seq, model in rows:
+            conn.execute(f"UPDATE {table} SET model = ? WHERE seq = ?", (ref_json(model), seq))
+    for job_id, recipe_json in conn.execute(
+            "SELECT id, recipe_json FROM jobs WHERE recipe_json IS NOT NULL").fetchall():
+        try:
+            recipe = json.loads(recipe_json)
+        except ValueError:
+            continue
+        if isinstance(recipe, dict) and isinstance(recipe.get("model"), str):
+            ref = ModelRef.parse(recipe["model"])
+            recipe["model"] = ref.to_json() if ref is not None else None
+            conn.execute("UPDATE jobs SET recipe_json = ? WHERE id = ?",
+                         (json.dumps(recipe), job_id))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core tables", _CORE_TABLES),
     Migration(2, "full-text search", _FULL_TEXT_SEARCH),
     Migration(3, "document jobs", _JOBS),
     Migration(4, "job recipes", _JOB_RECIPES),
+    Migration(5, "model references", _model_references),
 )
 
 

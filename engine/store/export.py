@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from engine.model_ref import ModelRef
 from engine.store.models import ROLES, STATUSES, Conversation, Message
 
 EXPORT_FORMAT = "verso.conversation"
@@ -20,7 +21,7 @@ def render_markdown(conversation: Conversation, thread: Sequence[Message]) -> st
     title = " ".join(conversation.title.split()) or "Untitled"
     parts = [f"# {title}"]
     if conversation.model:
-        parts.append(f"*Model: {conversation.model}*")
+        parts.append(f"*Model: {conversation.model.label}*")
     if conversation.system_prompt:
         parts.append(f"**System prompt**\n\n{conversation.system_prompt}")
     for message in thread:
@@ -45,7 +46,7 @@ def build_export(conversation: Conversation, messages: Sequence[Message]) -> dic
             "created_at": conversation.created_at,
             "updated_at": conversation.updated_at,
             "pinned": conversation.pinned,
-            "model": conversation.model,
+            "model": conversation.model.to_json() if conversation.model else None,
             "system_prompt": conversation.system_prompt,
             "settings": conversation.settings,
             "current_leaf_id": conversation.current_leaf_id,
@@ -59,7 +60,7 @@ def build_export(conversation: Conversation, messages: Sequence[Message]) -> dic
                 "status": m.status,
                 "error": m.error,
                 "stats": m.stats,
-                "model": m.model,
+                "model": m.model.to_json() if m.model else None,
                 "created_at": m.created_at,
                 "updated_at": m.updated_at,
             }
@@ -77,7 +78,7 @@ class ImportedMessage:
     status: str
     error: str | None
     stats: dict[str, Any] | None
-    model: str | None
+    model: ModelRef | None
     created_at: float
     updated_at: float
 
@@ -88,7 +89,7 @@ class ImportedConversation:
     created_at: float
     updated_at: float
     pinned: bool
-    model: str | None
+    model: ModelRef | None
     system_prompt: str | None
     settings: dict[str, Any]
     current_leaf_id: str | None
@@ -115,6 +116,19 @@ def _optional_str(obj: Mapping[str, Any], key: str, where: str) -> str | None:
     return _get(obj, key, (str, type(None)), where) if key in obj else None
 
 
+def _model(obj: Mapping[str, Any], where: str) -> ModelRef | None:
+    """A model reference (``ModelRef.to_json``), or a bare path from older exports."""
+    value = obj.get("model")
+    if value is None or isinstance(value, str):
+        return ModelRef.parse(value)
+    if isinstance(value, Mapping) and isinstance(value.get("location"), str):
+        try:
+            return ModelRef.from_json(dict(value))
+        except ValueError:
+            pass
+    raise _Invalid(f"{where}: field 'model' must be a model reference or a path")
+
+
 def _parse_message(raw: Any, index: int) -> ImportedMessage:
     where = f"messages[{index}]"
     if not isinstance(raw, Mapping):
@@ -138,7 +152,7 @@ def _parse_message(raw: Any, index: int) -> ImportedMessage:
         status=status,
         error=_optional_str(raw, "error", where),
         stats=stats,
-        model=_optional_str(raw, "model", where),
+        model=_model(raw, where),
         created_at=created_at,
         updated_at=float(updated_at),
     )
@@ -204,7 +218,7 @@ def _parse(data: Mapping[str, Any] | str | bytes) -> ImportedConversation:
         created_at=created_at,
         updated_at=float(_get(conv, "updated_at", (int, float), where)),
         pinned=bool(_get(conv, "pinned", bool, where)) if "pinned" in conv else False,
-        model=_optional_str(conv, "model", where),
+        model=_model(conv, where),
         system_prompt=_optional_str(conv, "system_prompt", where),
         settings=_get(conv, "settings", dict, where) if "settings" in conv else {},
         current_leaf_id=leaf,

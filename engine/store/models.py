@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final, Literal
 
+from engine.model_ref import ModelRef
+
 Role = Literal["system", "user", "assistant"]
 Status = Literal["complete", "streaming", "cancelled", "error"]
 
@@ -30,7 +32,7 @@ class Conversation:
     created_at: float  # seconds since the epoch
     updated_at: float  # last activity (a message added); the list is sorted by it
     pinned: bool
-    model: str | None
+    model: ModelRef | None
     system_prompt: str | None
     settings: dict[str, Any]  # per-conversation sampling settings
     current_leaf_id: str | None  # the visible thread is the path root -> this message
@@ -51,7 +53,7 @@ class Message:
     status: Status
     error: str | None
     stats: dict[str, Any] | None  # e.g. dataclasses.asdict(engine.events.Stats)
-    model: str | None
+    model: ModelRef | None
     created_at: float
     updated_at: float
 

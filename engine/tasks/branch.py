@@ -9,24 +9,17 @@ new output: the kept tokens, the alternative, then the continuation.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
 
 from engine.errors import BadRequestError
-from engine.events import Event, Rollback, Token
+from engine.events import Event, fold_rollbacks
 from engine.options import CompletionRequest
 
 
 def output_tokens(events: Sequence[Event]) -> list[int]:
     """The token ids of an output, as its ``Token`` and ``Rollback`` events leave it."""
-    tokens: list[int] = []
-    for event in events:
-        if isinstance(event, Token) and event.token_id >= 0:
-            tokens.append(event.token_id)
-        elif isinstance(event, Rollback):
-            del tokens[len(tokens) - event.n_tokens:]
-    return tokens
+    return [t.token_id for t in fold_rollbacks(events) if t.token_id >= 0]
 
 
 def branch_request(request: CompletionRequest, output: Sequence[int], position: int,
@@ -43,8 +36,3 @@ def branch_request(request: CompletionRequest, output: Sequence[int], position: 
     base = () if request.echo_forced else request.forced_prefix_tokens
     return replace(request, forced_prefix_tokens=base + kept + (token_id,), echo_forced=True)
 
-
-def branch(client: Any, request: CompletionRequest, output: Sequence[int], position: int,
-           token_id: int) -> Iterator[Event]:
-    """Run the branch on an ``EngineClient``; see ``branch_request``."""
-    return client.complete(branch_request(request, output, position, token_id))

@@ -18,29 +18,14 @@ import csv
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TextIO
+from typing import TextIO
 
+from engine.api import Engine, Feature, require
 from engine.errors import BadRequestError
-from engine.events import ModelLoaded, RenderedChat
 from engine.options import ChatMessage
 
 DEFAULT_INSTRUCTION = ("Classify the text. Answer with exactly one of these labels and "
                        "nothing else: {labels}.")
-
-
-class ScoringClient(Protocol):
-    """What classification needs; ``EngineClient`` and an in-process ``Runtime`` both fit."""
-
-    @property
-    def loaded(self) -> ModelLoaded | None: ...
-
-    def tokenize(self, text: str, add_bos: bool = False, special: bool = True) -> list[int]: ...
-
-    def chat_prompt(self, messages: Sequence[ChatMessage],
-                    add_generation_prompt: bool = True) -> RenderedChat: ...
-
-    def score(self, prompt_tokens: Sequence[int],
-              continuations: Sequence[Sequence[int]]) -> list[float]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +59,7 @@ def check_labels(labels: Sequence[str],
     return clean
 
 
-def _continuation(client: ScoringClient, prompt_text: str, reply_text: str,
+def _continuation(client: Engine, prompt_text: str, reply_text: str,
                   special: bool) -> list[int]:
     """Tokens of ``reply_text`` as they follow ``prompt_text``: tokenized together when the
     prompt's tokens stay a prefix (so the boundary is tokenized as the model would see it),
@@ -98,7 +83,7 @@ def _chat_messages(instruction: str, few_shot: Sequence[tuple[str, str]], text: 
     return [ChatMessage("user", f"{instruction}\n\n{first.content}"), *turns[1:]]
 
 
-def _chat_candidates(client: ScoringClient, instruction: str, labels: list[str],
+def _chat_candidates(client: Engine, instruction: str, labels: list[str],
                      few_shot: Sequence[tuple[str, str]], text: str
                      ) -> tuple[list[int], list[list[int]]]:
     try:
@@ -116,7 +101,7 @@ def _chat_candidates(client: ScoringClient, instruction: str, labels: list[str],
     return list(prompt.tokens), continuations
 
 
-def _base_candidates(client: ScoringClient, instruction: str, labels: list[str],
+def _base_candidates(client: Engine, instruction: str, labels: list[str],
                      few_shot: Sequence[tuple[str, str]], text: str
                      ) -> tuple[list[int], list[list[int]]]:
     def one_line(s: str) -> str:
@@ -131,7 +116,7 @@ def _base_candidates(client: ScoringClient, instruction: str, labels: list[str],
     return prompt, continuations
 
 
-def classify(client: ScoringClient, text: str, labels: Sequence[str],
+def classify(client: Engine, text: str, labels: Sequence[str],
              few_shot: Sequence[tuple[str, str]] = (), instruction: str | None = None,
              chat: bool | None = None) -> ClassifyResult:
     """Classify ``text`` into one of ``labels``. ``few_shot`` are (text, label) examples;
@@ -146,6 +131,7 @@ def classify(client: ScoringClient, text: str, labels: Sequence[str],
         "{labels}", ", ".join(clean))
     build = _chat_candidates if use_chat else _base_candidates
     prompt, continuations = build(client, prompt_instruction, clean, few_shot, text)
+    require(client.capabilities, Feature.SCORE)
     logprobs = client.score(prompt, continuations)
     probabilities = softmax(logprobs)
     best = max(range(len(clean)), key=probabilities.__getitem__)
@@ -153,7 +139,7 @@ def classify(client: ScoringClient, text: str, labels: Sequence[str],
                           dict(zip(clean, logprobs, strict=True)))
 
 
-def classify_many(client: ScoringClient, texts: Iterable[str], labels: Sequence[str],
+def classify_many(client: Engine, texts: Iterable[str], labels: Sequence[str],
                   few_shot: Sequence[tuple[str, str]] = (), instruction: str | None = None,
                   chat: bool | None = None) -> Iterator[tuple[str, ClassifyResult]]:
     """``classify`` each text in turn, lazily (a caller can show progress or stop early).

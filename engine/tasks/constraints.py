@@ -19,9 +19,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from engine.api import Engine
 from engine.errors import BadRequestError
+from engine.grammar_check import grammar_problems
 from engine.options import SamplingParams
-from engine.runtime.grammar import grammar_problems
 from engine.tasks.gbnf import choice_grammar, schema_to_grammar
 
 Tokenize = Callable[[str], Sequence[int]]
@@ -33,12 +34,12 @@ BiasKey = int | str
 def validate_grammar(text: str) -> list[str]:
     """Problems with a GBNF grammar, checked by llama.cpp's parser; empty when valid.
     Without a model, token references (``<|im_end|>``) cannot be resolved: for those use
-    ``EngineClient.validate_grammar``, which checks against the loaded model."""
+    ``Engine.validate_grammar``, which checks against the loaded model."""
     return grammar_problems(text)
 
 
-def client_tokenizer(client: Any) -> Tokenize:
-    """``Tokenize`` for an ``EngineClient`` or an in-process ``Runtime``."""
+def client_tokenizer(client: Engine) -> Tokenize:
+    """``Tokenize`` for an engine."""
     return lambda text: client.tokenize(text, add_bos=False, special=False)
 
 

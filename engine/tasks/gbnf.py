@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engine.errors import BadRequestError
-from engine.runtime.grammar import grammar_problems
+from engine.grammar_check import grammar_problems
 
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _MAX_DIGITS = 16  # as llama.cpp's unbounded integer rule

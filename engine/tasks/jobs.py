@@ -1,24 +1,20 @@
-"""What the document tasks share: the engine interface they need, progress with an ETA, and
-driving a batched generation with cancellation."""
+"""What the document tasks share: progress with an ETA, prompts in the model's format, and
+driving a batched generation with cancellation. The tasks talk to any ``engine.api.Engine``."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
-from engine.errors import VersoError
-from engine.events import Error, ModelLoaded, RenderedChat
-from engine.options import ChatMessage
-from engine.runtime.batch import BatchItem, BatchRequest, SeqDone, generate_batch
-from engine.runtime.runtime import Runtime
+from engine.api import Engine
+from engine.errors import Cancelled, VersoError
+from engine.events import Error, SeqDone
+from engine.model_ref import ModelRef
+from engine.options import BatchItem, BatchRequest, ChatMessage
+from engine.tasks.resume import JobRecipe
 
 CancelCheck = Callable[[], bool]
-
-
-class TaskCancelled(Exception):
-    """The caller's cancel check returned True; finished steps are already stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,49 +25,26 @@ class TaskProgress:
     eta_s: float | None = None  # None until one step has finished
 
 
-class DocumentClient(Protocol):
-    """What the document tasks need; ``EngineClient`` and ``InProcessClient`` both fit."""
-
-    @property
-    def loaded(self) -> ModelLoaded | None: ...
-
-    def tokenize(self, text: str, add_bos: bool = False, special: bool = True) -> list[int]: ...
-
-    def chat_prompt(self, messages: Sequence[ChatMessage],
-                    add_generation_prompt: bool = True) -> RenderedChat: ...
-
-    def generate_batch(self, request: BatchRequest) -> Iterator[object]: ...
-
-
-class InProcessClient:
-    """A ``DocumentClient`` over a ``Runtime`` in this process (tests, benchmarks)."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-
-    @property
-    def loaded(self) -> ModelLoaded | None:
-        return self.runtime.loaded
-
-    def tokenize(self, text: str, add_bos: bool = False, special: bool = True) -> list[int]:
-        return self.runtime.tokenize(text, add_bos=add_bos, special=special)
-
-    def chat_prompt(self, messages: Sequence[ChatMessage],
-                    add_generation_prompt: bool = True) -> RenderedChat:
-        return self.runtime.chat_prompt(messages, add_generation_prompt)
-
-    def generate_batch(self, request: BatchRequest) -> Iterator[object]:
-        return generate_batch(self.runtime, request)
-
-
-def prompt_tokens(client: DocumentClient, text: str, chat: bool) -> tuple[int, ...]:
+def prompt_tokens(client: Engine, text: str, chat: bool) -> tuple[int, ...]:
     """The prompt as one user message in the chat template, or as plain text after BOS."""
     if chat:
         return client.chat_prompt([ChatMessage("user", text)]).tokens
     return tuple(client.tokenize(text, add_bos=True, special=False))
 
 
-def model_has_chat(client: DocumentClient) -> bool:
+def job_model(client: Engine, recipe: JobRecipe | None) -> ModelRef:
+    """The model a job is recorded with (part of its id). A resumed job keeps its recipe's
+    reference when that names the loaded model, so a job recorded before references held
+    content hashes (its model known by path) keeps its id and its stored steps."""
+    if client.loaded is None:
+        raise VersoError("Load a model first.")
+    loaded = client.loaded.ref
+    if recipe is not None and recipe.model is not None and recipe.model.same_model(loaded):
+        return recipe.model
+    return loaded
+
+
+def model_has_chat(client: Engine) -> bool:
     return bool(client.loaded and client.loaded.has_chat_template)
 
 
@@ -89,11 +62,11 @@ class Eta:
         return rate * (self.total - self.done)
 
 
-def run_batch(client: DocumentClient, request: BatchRequest, stage: str,
+def run_batch(client: Engine, request: BatchRequest, stage: str,
               on_done: Callable[[SeqDone], None], cancel: CancelCheck,
               done_before: int = 0, total: int | None = None) -> Iterator[TaskProgress]:
     """Run ``request`` and call ``on_done`` for each finished item (the caller stores it at
-    once). Raises ``TaskCancelled`` when ``cancel`` turns True; the engine stops at its next
+    once). Raises ``Cancelled`` when ``cancel`` turns True; the engine stops at its next
     step because the event stream is closed."""
     total = total if total is not None else done_before + len(request.items)
     eta = Eta(total, done_before)
@@ -102,16 +75,16 @@ def run_batch(client: DocumentClient, request: BatchRequest, stage: str,
     try:
         for event in events:
             if cancel():
-                raise TaskCancelled
+                raise Cancelled
             if isinstance(event, Error):
                 raise VersoError(event.message, event.kind)
             if isinstance(event, SeqDone):
                 if event.finish_reason == "cancelled":
-                    raise TaskCancelled
+                    raise Cancelled
                 on_done(event)
                 yield TaskProgress(stage, eta.done + 1, total, eta.step())
     finally:
-        close = getattr(events, "close", None)
+        close = getattr(events, "close", None)  # a generator; a plain iterator has none
         if close is not None:
             close()
 

@@ -13,7 +13,6 @@ are read again ``changed_documents`` compares what was read with what the job wa
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.documents import Document
+from engine.model_hash import file_sha256
+from engine.model_ref import ModelRef
 from engine.options import SamplingParams
 from engine.store.jobs import JobInfo, JobStore, content_hash
 
@@ -48,10 +49,11 @@ class JobRecipe:
     title: str
     sources: tuple[JobSource, ...]
     settings: dict[str, Any]  # the task's settings as JSON (``*Settings.to_json``)
-    model: str  # path of the model the job ran with (part of the job id)
+    model: ModelRef | None  # the model the job ran with (its identity is part of the job id)
 
     def to_json(self) -> dict[str, Any]:
-        return {"version": RECIPE_VERSION, "title": self.title, "model": self.model,
+        return {"version": RECIPE_VERSION, "title": self.title,
+                "model": self.model.to_json() if self.model else None,
                 "settings": self.settings, "sources": [asdict(s) for s in self.sources]}
 
     @classmethod
@@ -60,7 +62,7 @@ class JobRecipe:
         sources = tuple(JobSource(**{k: v for k, v in s.items() if k in names})
                         for s in data.get("sources", ()))
         return cls(data.get("title", ""), sources, dict(data.get("settings", {})),
-                   data.get("model", ""))
+                   ModelRef.parse(data.get("model")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,14 +91,6 @@ def document_digest(document: Document) -> str:
     return content_hash(document.name, document.to_markdown())
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def source_of(document: Document, pasted_text: str | None = None) -> JobSource:
     """Where ``document`` came from. A pasted document keeps ``pasted_text`` (the text as
     given; its Markdown when the original is not known)."""
@@ -105,7 +99,7 @@ def source_of(document: Document, pasted_text: str | None = None) -> JobSource:
         path = Path(document.source)
         try:
             stat = path.stat()
-            sha = _file_sha256(path)
+            sha = file_sha256(path)
         except OSError:
             return JobSource(document.name, str(path), digest=digest)
         return JobSource(document.name, str(path), None, stat.st_size, stat.st_mtime_ns, sha,
@@ -115,7 +109,7 @@ def source_of(document: Document, pasted_text: str | None = None) -> JobSource:
 
 
 def make_recipe(title: str, documents: Sequence[Document], settings: dict[str, Any],
-                model: str, pasted: Sequence[str | None] | None = None) -> JobRecipe:
+                model: ModelRef, pasted: Sequence[str | None] | None = None) -> JobRecipe:
     texts = list(pasted) if pasted is not None else [None] * len(documents)
     return JobRecipe(_short(title), tuple(source_of(d, t) for d, t in
                                           zip(documents, texts, strict=True)),
@@ -173,7 +167,7 @@ def check_sources(recipe: JobRecipe, kind: str = "") -> list[SourceProblem]:
         if (stat.st_size, stat.st_mtime_ns) == (source.size, source.mtime_ns):
             continue
         try:
-            same = source.sha256 is not None and _file_sha256(path) == source.sha256
+            same = source.sha256 is not None and file_sha256(path) == source.sha256
         except OSError:
             same = False
         if not same:

@@ -15,19 +15,19 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
-from engine.documents import Chunk, Document, segment, vocab_token_counter
-from engine.errors import BadRequestError, VersoError
-from engine.options import GREEDY, SamplingParams
-from engine.runtime.batch import BatchRequest, SeqDone
+from engine.api import Engine
+from engine.documents import Chunk, Document, segment
+from engine.errors import BadRequestError, Cancelled, VersoError
+from engine.events import SeqDone
+from engine.options import GREEDY, BatchRequest, SamplingParams
 from engine.store.jobs import JobStore, content_hash
 from engine.tasks.citations import Note, Point, cite, render_notes
 from engine.tasks.extractive import Extract, extract
 from engine.tasks.jobs import (
     CancelCheck,
-    DocumentClient,
-    TaskCancelled,
     TaskProgress,
     batch_items,
+    job_model,
     model_has_chat,
     prompt_tokens,
     run_batch,
@@ -199,28 +199,27 @@ def _merge(points: list[dict[str, Any]], group: Sequence[Note]) -> Note:
     return Note(text or " ".join(n.text for n in group), tuple(chunks))
 
 
-def source_chunks(client: DocumentClient, documents: Sequence[Document],
+def source_chunks(client: Engine, documents: Sequence[Document],
                   settings: SummarizeSettings) -> list[tuple[Chunk, ChunkRef]]:
     """The chunks a summary cites, numbered as its ``[n]`` markers (deterministic, so a
     viewer can recompute them to show a cited chunk's text)."""
     if client.loaded is None:
         raise VersoError("Load a model before summarizing.")
-    count = vocab_token_counter(client.loaded.path)
     out = []
     for document in documents:
-        for chunk in segment(document, count, settings.chunk_tokens):
+        for chunk in segment(document, client.count_tokens, settings.chunk_tokens):
             ref = ChunkRef(len(out) + 1, document.name, chunk.first_page, chunk.last_page,
                            chunk.first_paragraph, chunk.last_paragraph)
             out.append((chunk, ref))
     return out
 
 
-def summarize(client: DocumentClient | None, documents: Sequence[Document],
+def summarize(client: Engine | None, documents: Sequence[Document],
               settings: SummarizeSettings = SummarizeSettings(),
               store: JobStore | None = None,
               cancel: CancelCheck = lambda: False,
               recipe: JobRecipe | None = None) -> Iterator[TaskProgress | SummaryResult]:
-    """Stream progress, then one ``SummaryResult``. Raises ``TaskCancelled`` when cancelled
+    """Stream progress, then one ``SummaryResult``. Raises ``Cancelled`` when cancelled
     (finished steps stay stored: the same call later resumes). Extractive mode needs no
     model (``client`` may be None). With a ``store`` the job keeps ``recipe`` (made from the
     documents and settings when not given), so it can be listed and resumed later."""
@@ -238,7 +237,7 @@ def summarize(client: DocumentClient | None, documents: Sequence[Document],
     run = _Run(client, documents, settings, store, cancel, recipe)
     try:
         yield from run.execute()
-    except TaskCancelled:
+    except Cancelled:
         run.finish("cancelled")
         raise
     except BaseException:
@@ -247,7 +246,7 @@ def summarize(client: DocumentClient | None, documents: Sequence[Document],
 
 
 class _Run:
-    def __init__(self, client: DocumentClient, documents: Sequence[Document],
+    def __init__(self, client: Engine, documents: Sequence[Document],
                  settings: SummarizeSettings, store: JobStore | None,
                  cancel: CancelCheck, recipe: JobRecipe | None = None) -> None:
         self.client, self.settings, self.cancel = client, settings, cancel
@@ -255,8 +254,9 @@ class _Run:
         self.chunks = source_chunks(client, documents, settings)
         self.documents = documents
         self.store = store
+        model = job_model(client, recipe)
         inputs = content_hash([d.to_markdown() for d in documents],
-                              [d.name for d in documents], client.loaded.path)
+                              [d.name for d in documents], model.identity())
         self.job = store.open_job("summarize", inputs, settings.key()) if store else None
         self.saved: dict[str, Any] = store.steps(self.job.id) if store and self.job else {}
         self.computed: list[str] = []
@@ -264,7 +264,7 @@ class _Run:
         self.reduce_steps = 0  # planned so far, for the job's steps total
         if store and self.job:
             recipe = recipe or make_recipe(summary_title(documents), documents,
-                                           settings.to_json(), client.loaded.path)
+                                           settings.to_json(), model)
             store.record(self.job.id, recipe.title, recipe.to_json(), self._total(final=False))
 
     def _total(self, final: bool) -> int:

@@ -15,17 +15,17 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from engine.api import Engine
 from engine.documents import Block, BlockKind, Document, split_sentences
-from engine.errors import BadRequestError, VersoError
-from engine.options import GREEDY, SamplingParams
-from engine.runtime.batch import BatchItem, BatchRequest, SeqDone
+from engine.errors import BadRequestError, Cancelled, VersoError
+from engine.events import SeqDone
+from engine.options import GREEDY, BatchItem, BatchRequest, SamplingParams
 from engine.store.jobs import JobStore, content_hash
 from engine.tasks.glossary import Glossary, GlossaryEntry
 from engine.tasks.jobs import (
     CancelCheck,
-    DocumentClient,
-    TaskCancelled,
     TaskProgress,
+    job_model,
     model_has_chat,
     prompt_tokens,
     run_batch,
@@ -142,7 +142,7 @@ def _prompt(segment: Segment, source: str, target: str, glossary: Glossary, chat
     return f"Translate from {source} to {target}.\n{hint}{source}: {segment.source}\n{target}:"
 
 
-def _request(client: DocumentClient, segments: Sequence[Segment], settings: TranslateSettings,
+def _request(client: Engine, segments: Sequence[Segment], settings: TranslateSettings,
              source: str, target: str, sampling: SamplingParams) -> BatchRequest:
     chat = model_has_chat(client)
     items = []
@@ -179,29 +179,27 @@ _STORED = ("text", "mean_logprob", "low_confidence", "required", "forced_tokens"
            "finish_reason")
 
 
-def translate(client: DocumentClient, document: Document, settings: TranslateSettings,
+def translate(client: Engine, document: Document, settings: TranslateSettings,
               cancel: CancelCheck = lambda: False,
               store: JobStore | None = None,
               recipe: JobRecipe | None = None) -> Iterator[TaskProgress | Translation]:
-    """Stream progress, then one ``Translation``. Raises ``TaskCancelled`` when cancelled
+    """Stream progress, then one ``Translation``. Raises ``Cancelled`` when cancelled
     (with a ``store``, the segments finished so far are kept for the next run, and the job
     keeps ``recipe``, made from the document and settings when not given)."""
     if client.loaded is None:
         raise VersoError("Load a model before translating.")
     source, target = _languages(document, settings)
 
-    def count(text: str) -> int:
-        return len(client.tokenize(text))
-
-    segments = segments_of(document, count, settings.segment_tokens)
+    segments = segments_of(document, client.count_tokens, settings.segment_tokens)
     results = {s.index: s for s in segments}
     job = None
     if store is not None:
-        inputs = content_hash(document.to_markdown(), document.name, client.loaded.path,
+        model = job_model(client, recipe)
+        inputs = content_hash(document.to_markdown(), document.name, model.identity(),
                               source, target)
         job = store.open_job("translate", inputs, settings.key())
         recipe = recipe or make_recipe(translation_title(document, language_name(target)),
-                                       [document], settings.to_json(), client.loaded.path)
+                                       [document], settings.to_json(), model)
         store.record(job.id, recipe.title, recipe.to_json(),
                      sum(s.translated for s in segments))
         for step, saved in store.steps(job.id).items():
@@ -234,7 +232,7 @@ def translate(client: DocumentClient, document: Document, settings: TranslateSet
                                  done_before=reused, total=len(translatable))
         elif translatable:
             yield TaskProgress("translate", reused, reused, 0.0)
-    except TaskCancelled:
+    except Cancelled:
         finish("cancelled")
         raise
     except BaseException:
@@ -245,7 +243,7 @@ def translate(client: DocumentClient, document: Document, settings: TranslateSet
                       tuple(results[i] for i in range(len(segments))), segments_reused=reused)
 
 
-def retranslate(client: DocumentClient, translation: Translation, index: int,
+def retranslate(client: Engine, translation: Translation, index: int,
                 settings: TranslateSettings, sampling: SamplingParams | None = None,
                 cancel: CancelCheck = lambda: False) -> Translation:
     """The translation with segment ``index`` translated again (e.g. with sampling on, to

@@ -21,7 +21,8 @@ import weakref
 from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
-from engine.errors import BadRequestError, VersoError
+from engine.api import LOCAL_CAPABILITIES, Capabilities
+from engine.errors import BadRequestError, Cancelled, VersoError
 from engine.events import (
     AttentionMap,
     Done,
@@ -33,12 +34,17 @@ from engine.events import (
     RenderedChat,
     Scores,
     Tokenized,
+    fold_text,
 )
-from engine.options import ChatMessage, ChatRequest, CompletionRequest, LoadSettings
-from engine.runtime.batch import BatchRequest
-from engine.runtime.runtime import DEFAULT_SNAPSHOT_BUDGET, Cancelled
+from engine.options import (
+    BatchRequest,
+    ChatMessage,
+    ChatRequest,
+    CompletionRequest,
+    LoadSettings,
+)
+from engine.runtime.runtime import DEFAULT_SNAPSHOT_BUDGET
 from engine.worker import protocol as p
-from engine.worker.process import track_partial
 
 _R = TypeVar("_R")
 _POLL_S = 0.05
@@ -113,6 +119,10 @@ class EngineClient:
         self.loaded: ModelLoaded | None = None
         self.restarts = 0
         _live_clients.add(self)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return LOCAL_CAPABILITIES
 
     # ------------------------------------------------------------ lifecycle
 
@@ -210,6 +220,9 @@ class EngineClient:
             if isinstance(event, p.Text):
                 return event.text
         raise VersoError("The engine returned no text.")
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenize(text, add_bos=False, special=False)) if text else 0
 
     def count_chat_tokens(self, messages: Sequence[ChatMessage]) -> int:
         return self._collect(p.CountChat(tuple(messages))).tokens[0]
@@ -322,7 +335,7 @@ class EngineClient:
                 if isinstance(event, p.Finished):
                     finished = True
                     return
-                track_partial(partial, event)
+                fold_text(partial, event)
                 yield event
         except (EOFError, OSError, BrokenPipeError):
             finished = True

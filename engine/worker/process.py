@@ -10,9 +10,10 @@ import threading
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 
-from engine.events import Done, Event, FinishReason, Rollback, Scores, Token, Tokenized
+from engine.errors import Cancelled
+from engine.events import Done, Event, FinishReason, Scores, Tokenized, fold_text
 from engine.runtime.batch import generate_batch
-from engine.runtime.runtime import Cancelled, Runtime, error_event
+from engine.runtime.runtime import Runtime, error_event
 from engine.worker import protocol as p
 
 log = logging.getLogger(__name__)
@@ -60,15 +61,6 @@ def dispatch(runtime: Runtime, command: p.Command, cancel: Callable[[], bool]) -
             yield from generate_batch(runtime, request, cancel)  # type: ignore[misc]
 
 
-def track_partial(partial: list[str], event: Event) -> None:
-    """Keep ``partial`` equal to the text streamed so far (kept in an error event)."""
-    if isinstance(event, Token):
-        partial.append(event.text)
-    elif isinstance(event, Rollback) and event.n_chars:
-        text = "".join(partial)
-        partial[:] = [text[: len(text) - event.n_chars]]
-
-
 def serve(requests: Connection, events: Connection, snapshot_budget_bytes: int,
           reuse_kv: bool, batch_invariant: bool = False) -> None:
     logging.basicConfig(level=logging.WARNING, format="verso-engine %(levelname)s %(message)s")
@@ -98,7 +90,7 @@ def serve(requests: Connection, events: Connection, snapshot_budget_bytes: int,
         partial: list[str] = []
         try:
             for event in dispatch(runtime, command, lambda rid=request_id: rid in cancelled):
-                track_partial(partial, event)
+                fold_text(partial, event)
                 events.send((request_id, event))
         except Exception as exc:  # every failure reaches the caller as an Error event
             log.debug("request %s failed", request_id, exc_info=True)

@@ -6,8 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.options import ChatMessage, ChatRequest, CompletionRequest, LoadSettings
-from engine.runtime.batch import BatchRequest
+from engine.options import (
+    BatchRequest,
+    ChatMessage,
+    ChatRequest,
+    CompletionRequest,
+    LoadSettings,
+)
 
 
 @dataclass(frozen=True, slots=True)
