@@ -458,7 +458,7 @@ class EngineBridge(QObject):
             self.load_progress.emit(event)
         elif isinstance(event, ModelLoaded):
             self.loaded = event
-            if self.loading is not None and self.loading.path == event.path:
+            if self.loading is not None and self.loading.path == event.local_path:
                 self.loading = None
             self.model_loaded.emit(event)
             self.busy_changed.emit(self.busy)

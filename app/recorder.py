@@ -16,7 +16,7 @@ from engine.store import ConversationStore, StoreError
 
 log = logging.getLogger(__name__)
 
-_STATUS = {FinishReason.CANCELLED: "cancelled", FinishReason.ERROR: "error"}
+_STATUS = {FinishReason.CANCELLED: "cancelled"}  # an Error event is saved as "error"
 
 
 def stats_record(done: Done, trimmed: ContextTrimmed | None = None) -> dict[str, Any]:

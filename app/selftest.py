@@ -164,7 +164,7 @@ def _run(report: _Report, home: Path) -> None:
         if failed:
             raise SelfTestFailed(f"the bundled model did not load: {failed[0].message}")
         pid = window.bridge.client.pid
-        report.line(f"model loaded in engine process {pid}: {Path(loaded[0].path).name}")
+        report.line(f"model loaded in engine process {pid}: {loaded[0].ref.model_id}")
 
         texts: list[str] = []
         ends: list[Done | Error] = []
@@ -209,7 +209,7 @@ def _run(report: _Report, home: Path) -> None:
         conversation = window.store.create_conversation("Self-test")
         window.store.add_message(conversation.id, "user", PROMPT)
         window.store.add_message(conversation.id, "assistant", reply,
-                                 model=Path(loaded[0].path).name)
+                                 model=loaded[0].ref.model_id)
         db_path = window.store.path
     finally:
         window.close()

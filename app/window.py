@@ -34,6 +34,7 @@ from app.widgets.settings_dialog import SettingsDialog
 from app.widgets.status_bar import StatusBar
 from engine.catalog import bundled_model_path
 from engine.events import Error, ErrorKind, ModelLoaded, Progress
+from engine.model_ref import ModelRef
 from engine.store import ConversationStore
 from engine.worker import EngineClient
 
@@ -71,7 +72,7 @@ class MainWindow(QMainWindow):
         self.chat.undo_offered.connect(self.status.show_undo)
         self.chat.replies.speed.connect(self.status.set_speed)
         self.chat.replies.context_counted.connect(self.status.set_context)
-        self.chat.replies.model_needed.connect(self.load_model)
+        self.chat.replies.model_needed.connect(self._load_ref)
         self.chat.replies.reply_finished.connect(self._reply_finished)
         self._build_toolbar()
         self._build_panels()
@@ -211,6 +212,10 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ models
 
+    def _load_ref(self, ref: ModelRef) -> None:
+        if ref.local_path is not None:
+            self.load_model(ref.local_path)
+
     def load_model(self, path: str) -> None:
         if self.bridge.loading is not None and self.bridge.loading.path == path:
             return
@@ -225,16 +230,16 @@ class MainWindow(QMainWindow):
 
     def _model_loaded(self, loaded: ModelLoaded) -> None:
         self.picker.set_loading(None)
-        self.picker.set_current(loaded.path)
+        self.picker.set_current(loaded.local_path)
         self.status.set_model(loaded)
-        if self.settings.model_path != loaded.path:
-            self.settings.model_path = loaded.path
+        if loaded.local_path and self.settings.model_path != loaded.local_path:
+            self.settings.model_path = loaded.local_path
             self._save_settings()
 
     def _load_failed(self, error: Error) -> None:
         self.picker.set_loading(None)
         loaded = self.bridge.loaded
-        self.picker.set_current(loaded.path if loaded else None)
+        self.picker.set_current(loaded.local_path if loaded else None)
         self.status.set_model(loaded)
         self.status.showMessage(f"The model could not be loaded: {error.message}", 15000)
         box = QMessageBox(QMessageBox.Icon.Warning, "Model not loaded", error.message,
@@ -245,7 +250,7 @@ class MainWindow(QMainWindow):
     def _load_cancelled(self) -> None:
         self.picker.set_loading(None)
         loaded = self.bridge.loaded
-        self.picker.set_current(loaded.path if loaded else None)
+        self.picker.set_current(loaded.local_path if loaded else None)
         self.status.set_model(loaded, "reloads with the next message" if loaded else "")
         self.status.showMessage("Loading was cancelled.", 5000)
 
@@ -268,8 +273,8 @@ class MainWindow(QMainWindow):
         self.theme.set_mode(new.theme)
         self.picker.refresh(new.n_ctx, new.kv_type)
         loaded = self.bridge.loaded
-        if reload and loaded is not None:
-            self.load_model(loaded.path)
+        if reload and loaded is not None and loaded.local_path:
+            self.load_model(loaded.local_path)
         self.chat.replies.count_now()
 
     def _save_settings(self) -> None:

@@ -364,6 +364,6 @@ def test_a_chat_with_its_own_model_loads_it_before_replying(qtbot, make_window, 
     with qtbot.waitSignal(window.bridge.model_loaded, timeout=REPLY_TIMEOUT_MS):
         message_id, done = send(qtbot, window, "Hello")
     assert isinstance(done, Done) and done.stats.generated_tokens <= 6
-    assert window.bridge.loaded.path == gemma
+    assert window.bridge.loaded.local_path == gemma
     assert window.picker.combo.currentData() == gemma
     assert window.store.get_message(message_id).model == window.bridge.loaded.name

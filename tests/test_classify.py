@@ -13,6 +13,7 @@ import pytest
 from engine.errors import BadRequestError
 from engine.events import Done, ModelLoaded, Token
 from engine.options import GREEDY, ChatMessage, CompletionRequest, LoadSettings
+from engine.runtime.in_process import InProcessEngine
 from engine.runtime.runtime import Runtime
 from engine.tasks.classify import classify, classify_many, softmax, write_csv
 from engine.worker import EngineClient
@@ -62,12 +63,13 @@ def test_model_without_chat_template_uses_the_base_prompt_in_process(gemma_path)
         pass
     try:
         assert not rt.loaded.has_chat_template
+        engine = InProcessEngine(rt)
         for text, expected in ((POSITIVE, "positive"), (NEGATIVE, "negative")):
-            result = classify(rt, text, LABELS)
+            result = classify(engine, text, LABELS)
             assert_distribution(result)
             assert result.label == expected
-            base = classify(rt, text, LABELS, chat=False).logprobs
-            as_chat = classify(rt, text, LABELS, chat=True).logprobs
+            base = classify(engine, text, LABELS, chat=False).logprobs
+            as_chat = classify(engine, text, LABELS, chat=True).logprobs
             assert result.logprobs == pytest.approx(base, abs=1e-3)
             assert result.logprobs != pytest.approx(as_chat, abs=1e-3)
     finally:

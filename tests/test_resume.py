@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from engine.documents import document_from_text, load_document
+from engine.model_ref import ModelRef
 from engine.options import GREEDY
 from engine.store import db
 from engine.store.jobs import JobStore
@@ -60,8 +61,8 @@ def test_settings_round_trip_through_json() -> None:
 def test_recipe_keeps_paths_and_pasted_text_and_round_trips(note: Path) -> None:
     documents = [load_document(note), document_from_text(PASTED, name="Pasted text",
                                                          markdown=True)]
-    recipe = make_recipe(summary_title(documents), documents, {"length": 2}, "/m.gguf",
-                         pasted=[None, PASTED])
+    recipe = make_recipe(summary_title(documents), documents, {"length": 2},
+                         ModelRef.local("/m.gguf", "cd" * 32), pasted=[None, PASTED])
     assert recipe.title == "Summary of note.md, Pasted text"
     file, pasted = recipe.sources
     assert file.path == str(note) and file.text is None and file.size == note.stat().st_size
@@ -85,7 +86,7 @@ def test_titles_are_short() -> None:
 
 
 def test_a_moved_or_changed_file_is_named_specifically(note: Path, tmp_path: Path) -> None:
-    recipe = make_recipe("t", [load_document(note)], {}, "/m.gguf")
+    recipe = make_recipe("t", [load_document(note)], {}, ModelRef.local("/m.gguf"))
 
     os.utime(note, ns=(1, 1))  # touched, same bytes: still resumable
     assert check_sources(recipe) == []
@@ -144,7 +145,8 @@ def test_jobs_from_before_recipes_migrate_and_list(tmp_path: Path) -> None:
         [job] = interrupted_jobs(store, "translate")
         assert job.recipe is None and job.info.title == "" and job.info.steps_done == 0
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] == 4
+        assert conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] == len(
+                db.MIGRATIONS)
 
 
 _RUN_A_JOB = """

@@ -15,6 +15,7 @@ import pytest
 
 from engine import paths
 from engine.events import Stats
+from engine.model_ref import ModelRef
 from engine.store import (
     EXPORT_FORMAT,
     ConversationStore,
@@ -164,14 +165,15 @@ def test_list_is_pinned_first_then_most_recent_activity(store: ConversationStore
 
 def test_conversation_fields_persist(store: ConversationStore) -> None:
     conv = store.create_conversation(
-        "Trip", system_prompt="Be brief.", model="llama.gguf", settings={"temperature": 0.2}
+        "Trip", system_prompt="Be brief.", model=ModelRef.local("llama.gguf"),
+        settings={"temperature": 0.2},
     )
     assert conv == store.get_conversation(conv.id)
     assert len(conv.id) == 32 and int(conv.id, 16) >= 0
 
     store.rename(conv.id, "Trip to Lisbon")
     store.set_system_prompt(conv.id, None)
-    store.set_model(conv.id, "qwen.gguf")
+    store.set_model(conv.id, ModelRef.remote("http://127.0.0.1:8080/v1", "qwen"))
     store.set_settings(conv.id, {"temperature": 0.7, "top_k": 40})
     store.set_pinned(conv.id, True)
 
@@ -181,7 +183,7 @@ def test_conversation_fields_persist(store: ConversationStore) -> None:
     assert (got.title, got.system_prompt, got.model, got.settings, got.pinned) == (
         "Trip to Lisbon",
         None,
-        "qwen.gguf",
+        ModelRef.remote("http://127.0.0.1:8080/v1", "qwen"),
         {"temperature": 0.7, "top_k": 40},
         True,
     )
@@ -477,7 +479,8 @@ def test_fts_query_quotes_every_term() -> None:
 
 def build_branchy(store: ConversationStore) -> str:
     conv = store.create_conversation(
-        "Branchy", system_prompt="Answer in French.", model="m.gguf", settings={"top_p": 0.9}
+        "Branchy", system_prompt="Answer in French.", model=ModelRef.local("m.gguf", "ab" * 32),
+        settings={"top_p": 0.9}
     )
     store.set_pinned(conv.id, True)
     u1 = store.add_message(conv.id, "user", "Hello")

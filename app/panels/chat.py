@@ -32,6 +32,7 @@ from app.widgets.conversation_settings import ConversationSettingsDialog
 from app.widgets.message_view import MessageView
 from engine.catalog import CatalogEntry
 from engine.errors import VersoError
+from engine.model_ref import ModelRef
 from engine.store import Conversation, ConversationStore
 
 log = logging.getLogger(__name__)
@@ -179,7 +180,9 @@ class ChatPanel(QWidget):
         if conversation and conversation.system_prompt:
             details.append("system prompt set")
         if conversation and conversation.model:
-            details.append(f"model: {Path(conversation.model).stem}")
+            details.append(f"model: {Path(conversation.model.model_id).stem}"
+                           if conversation.model.is_local else
+                           f"model: {conversation.model.label}")
         if conversation and conversation_sampling(conversation):
             details.append("custom sampling")
         self.subtitle.setText(" · ".join(details))
@@ -342,7 +345,8 @@ class ChatPanel(QWidget):
     def open_chat_settings(self) -> None:
         conversation = self.ensure_conversation()
         dialog = ConversationSettingsDialog(
-            conversation.title, conversation.system_prompt, conversation.model,
+            conversation.title, conversation.system_prompt,
+            conversation.model.local_path if conversation.model else None,
             conversation_sampling(conversation), self._presets(), self._models(), self)
         if dialog.exec() != ConversationSettingsDialog.DialogCode.Accepted:
             self.refresh_list()
@@ -351,11 +355,12 @@ class ChatPanel(QWidget):
 
     def apply_chat_settings(self, conversation_id: str, system_prompt: str | None,
                             model: str | None, sampling: dict) -> None:
+        """``model``: the GGUF file this conversation uses (None: the toolbar's model)."""
         conversation = self.store.get_conversation(conversation_id)
         if conversation is None:
             return
         self.store.set_system_prompt(conversation_id, system_prompt)
-        self.store.set_model(conversation_id, model)
+        self.store.set_model(conversation_id, ModelRef.local(model) if model else None)
         self.store.set_settings(conversation_id, {**conversation.settings, "sampling": sampling})
         if conversation_id == self.conversation_id:
             self._show_header(self.store.get_conversation(conversation_id))

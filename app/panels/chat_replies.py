@@ -21,6 +21,7 @@ from app.settings import AppSettings
 from app.widgets.composer import Composer
 from app.widgets.message_view import MessageView
 from engine.events import ContextTrimmed, Done, Error, ErrorKind, Progress, Rollback
+from engine.model_ref import ModelRef
 from engine.options import ChatMessage, prompt_limit
 from engine.store import Conversation, ConversationStore, Message
 
@@ -41,7 +42,7 @@ class ActiveReply:
 class ReplyController(QObject):
     busy_changed = Signal(bool)
     notice = Signal(str)
-    model_needed = Signal(str)
+    model_needed = Signal(object)  # ModelRef of the conversation's model
     reply_finished = Signal(str, object)  # message id, Done | Error
     speed = Signal(float, float)  # ttft_s, tok/s
     context_counted = Signal(int, int)  # tokens, n_ctx
@@ -150,18 +151,23 @@ class ReplyController(QObject):
 
     def _model_for(self, conversation: Conversation) -> str | None:
         """The name of the model that will write the reply."""
-        current = self._bridge.loading or self._bridge.loaded
-        if conversation.model and (current is None or current.path != conversation.model):
-            return self._model_name(conversation.model)
+        wanted = conversation.model
+        if wanted and not wanted.same_model(self._current_model()):
+            return self._model_name(wanted.location) if wanted.is_local else wanted.label
         if self._bridge.loading is not None:
             return self._model_name(self._bridge.loading.path)
         return self._bridge.loaded.name if self._bridge.loaded else None
 
+    def _current_model(self) -> ModelRef | None:
+        """The model being loaded, else the loaded one."""
+        if self._bridge.loading is not None:
+            return ModelRef.local(self._bridge.loading.path)
+        return self._bridge.loaded.ref if self._bridge.loaded else None
+
     def _launch(self, conversation: Conversation, message_id: str, request,  # type: ignore[no-untyped-def]
                 prefix: str = "") -> None:
         wanted = conversation.model
-        current = self._bridge.loading or self._bridge.loaded
-        if wanted and (current is None or current.path != wanted):
+        if wanted and not wanted.same_model(self._current_model()):
             self.model_needed.emit(wanted)
         self.active = ActiveReply(conversation.id, message_id, prefix)
         bubble = self._view.bubble(message_id)

@@ -5,7 +5,6 @@ documents, restore its settings, then run it so its stored steps are reused) and
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import ClassVar
 
 from PySide6.QtCore import Signal
@@ -83,8 +82,10 @@ class JobResumePanel(QWidget):
         self.bridge.task_event.connect(self._task_event)
         self.bridge.task_finished.connect(self._task_finished)
 
+    _resuming: JobRecipe | None = None  # the recipe of the job being resumed, during run()
+
     def _model_path(self) -> str | None:
-        return self.bridge.loaded.path if self.bridge.loaded else None
+        return self.bridge.loaded.local_path if self.bridge.loaded else None
 
     # ------------------------------------------------------------------ interrupted jobs
 
@@ -120,9 +121,9 @@ class JobResumePanel(QWidget):
         if loaded is None:
             self.interrupted.show_problem(job_id, self._blocker() or "Load a model first.")
             return False
-        if recipe.model and Path(recipe.model) != Path(loaded.path):
+        if recipe.model and not recipe.model.same_model(loaded.ref):
             self.interrupted.show_problem(
-                job_id, f"This {self.NOUN} was made with {Path(recipe.model).name}; load that "
+                job_id, f"This {self.NOUN} was made with {recipe.model.label}; load that "
                 f"model to resume it (its finished {self.STEPS} belong to that model).")
             return False
         problems = check_sources(recipe, self.KIND)
@@ -159,7 +160,11 @@ class JobResumePanel(QWidget):
         if blocker:
             self.interrupted.show_problem(job.id, blocker)
             return
-        self.run()
+        self._resuming = job.recipe
+        try:
+            self.run()
+        finally:
+            self._resuming = None
 
     def discard_job(self, job_id: str) -> None:
         """Delete the job and its stored steps."""

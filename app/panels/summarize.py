@@ -41,7 +41,7 @@ from app.widgets.task_progress import TaskProgressRow
 from engine.documents import Chunk, Document
 from engine.events import Done, Error
 from engine.store.jobs import JobStore
-from engine.tasks.jobs import CancelCheck, TaskProgress
+from engine.tasks.jobs import CancelCheck, TaskProgress, job_model
 from engine.tasks.resume import InterruptedJob, JobRecipe, make_recipe, summary_title
 from engine.tasks.summarize import (
     Form,
@@ -66,9 +66,11 @@ class SummaryOutcome:
 
 
 def summarize_task(documents: Sequence[Document], settings: SummarizeSettings,  # type: ignore[no-untyped-def]
-                   pasted: Sequence[str | None] | None = None):
+                   pasted: Sequence[str | None] | None = None,
+                   resumed: JobRecipe | None = None):
     """The engine-thread side: progress, then one ``SummaryOutcome``. ``pasted``: the text of
-    each pasted document (None for files), kept in the job so it can be resumed later."""
+    each pasted document (None for files), kept in the job so it can be resumed later;
+    ``resumed``: the recipe of the job this run resumes (its model reference is kept)."""
     documents = list(documents)
 
     def run(client, cancelled: CancelCheck) -> Iterator[object]:  # type: ignore[no-untyped-def]
@@ -77,7 +79,7 @@ def summarize_task(documents: Sequence[Document], settings: SummarizeSettings,  
                 yield SummaryOutcome(event, {}) if isinstance(event, SummaryResult) else event
             return
         recipe = make_recipe(summary_title(documents), documents, settings.to_json(),
-                             client.loaded.path if client.loaded else "", pasted)
+                             job_model(client, resumed), pasted)
         with JobStore() as store:
             for event in summarize(client, documents, settings, store, cancel=cancelled,
                                    recipe=recipe):
@@ -327,7 +329,8 @@ class SummarizePanel(JobResumePanel):
         self.progress.start("Waiting for the engine…")
         self._update()
         pasted = [loaded.pasted for loaded in self.picker.loaded()]
-        self.bridge.run_task(TaskJob(self._job, summarize_task(documents, settings, pasted)))
+        self.bridge.run_task(TaskJob(self._job, summarize_task(documents, settings, pasted,
+                                                               self._resuming)))
 
     def cancel(self) -> None:
         if self._job is not None:

@@ -40,7 +40,7 @@ from engine.errors import BadRequestError
 from engine.events import Done, Error
 from engine.options import GREEDY, SamplingParams
 from engine.store.jobs import JobStore
-from engine.tasks.jobs import CancelCheck, TaskProgress
+from engine.tasks.jobs import CancelCheck, TaskProgress, job_model
 from engine.tasks.language import LANGUAGES, detect_language, language_code, language_name
 from engine.tasks.resume import InterruptedJob, JobRecipe, make_recipe, translation_title
 from engine.tasks.translate import (
@@ -69,14 +69,15 @@ class RetranslatedSegment:
 
 
 def translate_task(document: Document, settings: TranslateSettings,  # type: ignore[no-untyped-def]
-                   pasted: str | None = None):
+                   pasted: str | None = None, resumed: JobRecipe | None = None):
     """Finished segments are stored as they arrive: the same job run again resumes. The job
-    keeps the document's path (or ``pasted``, the pasted text) and the settings."""
+    keeps the document's path (or ``pasted``, the pasted text) and the settings; ``resumed``:
+    the recipe of the job this run resumes (its model reference is kept)."""
 
     def run(client, cancelled: CancelCheck) -> Iterator[object]:  # type: ignore[no-untyped-def]
         target = language_name(language_code(settings.target) or settings.target)
         recipe = make_recipe(translation_title(document, target), [document],
-                             settings.to_json(), client.loaded.path if client.loaded else "",
+                             settings.to_json(), job_model(client, resumed),
                              [pasted])
         with JobStore() as store:
             yield from translate(client, document, settings, cancel=cancelled, store=store,
@@ -325,7 +326,8 @@ class TranslatePanel(JobResumePanel):
         self._run_key_started = self._run_key()
         loaded = self.picker.loaded()
         self._start("translate", translate_task(self.document(), settings,
-                                                loaded[0].pasted if loaded else None),
+                                                loaded[0].pasted if loaded else None,
+                                                self._resuming),
                     "Waiting for the engine…")
 
     def retranslate_segment(self, index: int | None = None,

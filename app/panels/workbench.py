@@ -716,7 +716,7 @@ class WorkbenchPanel(QWidget):
             self.model_view.clear()
             return
         try:
-            info = read_model_info(loaded.path)
+            info = read_model_info(loaded.local_path) if loaded.local_path else None
         except VersoError as exc:
             self.model_view.clear(f"The model's header could not be read: {exc}")
             return

@@ -62,7 +62,8 @@ class StatusBar(QStatusBar):
             return
         gpu = f", {loaded.gpu_layers} layers on the GPU" if loaded.gpu_layers else ""
         self.model_label.setText(loaded.name + (f" ({note})" if note else ""))
-        self.model_label.setToolTip(f"{loaded.path}\ncontext {loaded.n_ctx:,} tokens "
+        where = loaded.local_path or loaded.ref.label
+        self.model_label.setToolTip(f"{where}\ncontext {loaded.n_ctx:,} tokens "
                                     f"(trained {loaded.n_ctx_train:,}){gpu}\n"
                                     f"loaded in {loaded.load_seconds:.2f} s")
 

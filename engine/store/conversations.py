@@ -102,7 +102,7 @@ def _message(row: sqlite3.Row) -> Message:
         status=row["status"],
         error=row["error"],
         stats=json.loads(stats) if stats is not None else None,
-        model=ModelRef.parse(row["model"]),
+        model=row["model"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -290,7 +290,7 @@ class ConversationStore:
         parent_id: ParentRef = CURRENT_LEAF,
         status: Status = "complete",
         *,
-        model: ModelRef | None = None,
+        model: str | None = None,
         stats: Mapping[str, Any] | Any | None = None,
         error: str | None = None,
     ) -> Message:
@@ -321,7 +321,7 @@ class ConversationStore:
                 f"INSERT INTO messages ({', '.join(_MESSAGE_COLUMNS)}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (message_id, conversation_id, parent, role, content, status, error,
-                 stats_json, _ref(model), now, now),
+                 stats_json, model, now, now),
             )  # fmt: skip
             conn.execute(
                 "UPDATE conversations SET current_leaf_id = ?, updated_at = ? WHERE id = ?",
@@ -541,7 +541,7 @@ class ConversationStore:
              new_ids[m.parent_id] if m.parent_id is not None else None,
              m.role, m.content, m.status, m.error,
              _json_object(m.stats, "stats") if m.stats is not None else None,
-             _ref(m.model), m.created_at, m.updated_at)
+             m.model, m.created_at, m.updated_at)
             for m in imported.messages
         ]  # fmt: skip
         with self._write() as conn:

@@ -227,20 +227,20 @@ _JOB_RECIPES = _statements(
 
 
 def _model_references(conn: sqlite3.Connection) -> None:
-    """Models were recorded as bare file paths; they become ``ModelRef`` JSON (a local file,
-    its content hash unknown until it is loaded again). Job recipes likewise; job ids do not
-    change (``ModelRef.identity`` of a path-only reference is that path)."""
+    """Conversations and job recipes recorded their model as a bare file path; it becomes
+    ``ModelRef`` JSON (a local file whose content hash is unknown until it is loaded again).
+    Job ids do not change (``ModelRef.identity`` of a path-only reference is that path).
+    ``messages.model`` is the display name of the model that wrote a reply and stays."""
     from engine.model_ref import ModelRef
 
     def ref_json(value: str | None) -> str | None:
         ref = ModelRef.parse(value)
         return ref.dumps() if ref is not None else None
 
-    for table in ("conversations", "messages"):
-        rows = conn.execute(f"SELECT seq, model FROM {table} WHERE model IS NOT NULL "
-                            "AND model != ''").fetchall()
-        for seq, model in rows:
-            conn.execute(f"UPDATE {table} SET model = ? WHERE seq = ?", (ref_json(model), seq))
+    rows = conn.execute("SELECT seq, model FROM conversations WHERE model IS NOT NULL "
+                        "AND model != ''").fetchall()
+    for seq, model in rows:
+        conn.execute("UPDATE conversations SET model = ? WHERE seq = ?", (ref_json(model), seq))
     for job_id, recipe_json in conn.execute(
             "SELECT id, recipe_json FROM jobs WHERE recipe_json IS NOT NULL").fetchall():
         try:

@@ -60,7 +60,7 @@ def build_export(conversation: Conversation, messages: Sequence[Message]) -> dic
                 "status": m.status,
                 "error": m.error,
                 "stats": m.stats,
-                "model": m.model.to_json() if m.model else None,
+                "model": m.model,
                 "created_at": m.created_at,
                 "updated_at": m.updated_at,
             }
@@ -78,7 +78,7 @@ class ImportedMessage:
     status: str
     error: str | None
     stats: dict[str, Any] | None
-    model: ModelRef | None
+    model: str | None
     created_at: float
     updated_at: float
 
@@ -152,7 +152,7 @@ def _parse_message(raw: Any, index: int) -> ImportedMessage:
         status=status,
         error=_optional_str(raw, "error", where),
         stats=stats,
-        model=_model(raw, where),
+        model=_optional_str(raw, "model", where),
         created_at=created_at,
         updated_at=float(updated_at),
     )

@@ -53,7 +53,7 @@ class Message:
     status: Status
     error: str | None
     stats: dict[str, Any] | None  # e.g. dataclasses.asdict(engine.events.Stats)
-    model: ModelRef | None
+    model: str | None  # display name of the model that wrote it
     created_at: float
     updated_at: float
 
