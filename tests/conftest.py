@@ -21,6 +21,24 @@ GEMMA_PATH = Path(sys.prefix) / "test-models" / "gemma-3-270m-q4_k_m.gguf"
 LOAD_TIMEOUT_MS = 180_000
 
 
+# Fixtures whose use makes a test a real-model (or real engine process) test: marked `model`,
+# so `pytest -m "not model"` is the fast unit tier (fake engine, pure logic).
+_MODEL_FIXTURES = frozenset({"smol_path", "gemma_path", "make_window"})
+# Modules whose tests drive the real engine without those fixtures (the `verso` CLI with its
+# bundled default model, the engine process, the app started from source).
+_REAL_ENGINE_MODULES = frozenset({"test_cli", "test_cli_generation", "test_worker",
+                                  "test_attention", "test_classify", "test_packaging"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        module = item.module.__name__.rpartition(".")[2] if item.module else ""
+        if (names & _MODEL_FIXTURES or module in _REAL_ENGINE_MODULES
+                or item.get_closest_marker("slow")):
+            item.add_marker(pytest.mark.model)
+
+
 @pytest.fixture(autouse=True)
 def verso_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path_factory.mktemp("verso-home")
