@@ -131,7 +131,7 @@ def preload() -> None:
     import llama_cpp.llama_grammar  # noqa: F401
 
 
-def _converter():
+def _converter() -> Any:  # a SchemaConverter subclass; llama_cpp has no stubs
     from llama_cpp.llama_grammar import RESERVED_NAMES, SchemaConverter
 
     class Converter(SchemaConverter):

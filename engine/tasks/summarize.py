@@ -10,7 +10,7 @@ without recomputing finished chunks. Extractive: see ``engine.tasks.extractive``
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
@@ -205,7 +205,7 @@ def source_chunks(client: Engine, documents: Sequence[Document],
     viewer can recompute them to show a cited chunk's text)."""
     if client.loaded is None:
         raise VersoError("Load a model before summarizing.")
-    out = []
+    out: list[tuple[Chunk, ChunkRef]] = []
     for document in documents:
         for chunk in segment(document, client.count_tokens, settings.chunk_tokens):
             ref = ChunkRef(len(out) + 1, document.name, chunk.first_page, chunk.last_page,
@@ -285,7 +285,7 @@ class _Run:
             self.store.save_step(self.job.id, step, value)
 
     def _generate(self, stage: str, steps: list[str], prompts: list[str], max_tokens: int,
-                  parse) -> Iterator[TaskProgress]:
+                  parse: Callable[[int, str], Any]) -> Iterator[TaskProgress]:
         """Run the prompts whose step has no stored result; store each as it finishes."""
         todo = [i for i, s in enumerate(steps) if s not in self.saved]
         self.reused += [s for s in steps if s in self.saved]
@@ -332,7 +332,8 @@ class _Run:
                 if self.store and self.job:
                     self.store.set_total(self.job.id, self._total(final))
 
-                def parse(i: int, text: str, groups=groups, final=final) -> dict[str, Any]:
+                def parse(i: int, text: str, groups: list[list[Note]] = groups,
+                          final: bool = final) -> dict[str, Any]:
                     points, bad = cite(text, groups[i], existing,
                                        final and s.form is Form.PARAGRAPH)
                     return {"points": [asdict(p) for p in points], "invalid": bad}

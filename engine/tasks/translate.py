@@ -12,7 +12,7 @@ translation again after a cancel or a crash translates only the segments still m
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from engine.api import Engine
@@ -107,7 +107,7 @@ class Translation:
         return asdict(self)
 
 
-def _split(block: Block, count, limit: int) -> list[str]:
+def _split(block: Block, count: Callable[[str], int], limit: int) -> list[str]:
     text = " ".join(block.text.split()) if block.kind is not BlockKind.CODE else block.text
     if block.kind in _UNTRANSLATED or count(text) <= limit:
         return [text]
@@ -120,7 +120,7 @@ def _split(block: Block, count, limit: int) -> list[str]:
     return parts
 
 
-def segments_of(document: Document, count, limit: int) -> list[Segment]:
+def segments_of(document: Document, count: Callable[[str], int], limit: int) -> list[Segment]:
     out: list[Segment] = []
     for b, block in enumerate(document.blocks):
         if block.kind is BlockKind.PAGE_BREAK or not block.text.strip():

@@ -19,6 +19,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator, Sequence
+from multiprocessing.connection import Connection
 from typing import TypeVar
 
 from engine.api import LOCAL_CAPABILITIES, Capabilities
@@ -63,8 +64,8 @@ def _main_module_hidden() -> Iterator[None]:
     if main is None:
         yield
         return
-    saved = {name: main.__dict__[name] for name in ("__spec__", "__file__")
-             if name in main.__dict__}
+    saved: dict[str, object] = {name: main.__dict__[name] for name in ("__spec__", "__file__")
+                                if name in main.__dict__}
     main.__dict__.pop("__file__", None)
     main.__spec__ = None
     try:
@@ -108,8 +109,8 @@ class EngineClient:
         self._batch_invariant = batch_invariant
         self._mp = mp.get_context("spawn")
         self._proc: mp.process.BaseProcess | None = None
-        self._commands = None
-        self._events = None
+        self._commands: Connection | None = None
+        self._events: Connection | None = None
         self._ids = itertools.count(1)
         self._busy = threading.Lock()
         self._send_lock = threading.Lock()
@@ -157,7 +158,8 @@ class EngineClient:
             return
         try:
             with self._send_lock:
-                self._commands.send((0, p.Shutdown()))
+                if self._commands is not None:
+                    self._commands.send((0, p.Shutdown()))
         except (OSError, ValueError):
             pass
         self._proc.join(timeout=3)
@@ -196,7 +198,8 @@ class EngineClient:
             if isinstance(event, ModelLoaded):
                 self._wanted = settings
                 self.loaded = event
-            yield event
+            if isinstance(event, Event):
+                yield event
 
     def unload(self) -> None:
         self._wanted = None
@@ -205,10 +208,10 @@ class EngineClient:
             self._collect(p.Unload())
 
     def chat(self, request: ChatRequest) -> Iterator[Event]:
-        return self._run(p.Chat(request))
+        return self._stream(p.Chat(request))
 
     def complete(self, request: CompletionRequest) -> Iterator[Event]:
-        return self._run(p.Complete(request))
+        return self._stream(p.Complete(request))
 
     def tokenize(self, text: str, add_bos: bool = False, special: bool = True) -> list[int]:
         return list(self._collect(p.Tokenize(text, add_bos, special)).tokens)
@@ -254,7 +257,7 @@ class EngineClient:
     def generate_batch(self, request: BatchRequest) -> Iterator[Event]:
         """Decode several prompts together (see ``engine.runtime.batch``); stop iterating to
         cancel."""
-        return self._run(p.GenerateBatch(request))
+        return self._stream(p.GenerateBatch(request))
 
     def forget_session(self, session_id: str) -> None:
         if self.alive():
@@ -273,7 +276,8 @@ class EngineClient:
             return
         try:
             with self._send_lock:
-                self._commands.send((0, p.Cancel(request_id)))
+                if self._commands is not None:
+                    self._commands.send((0, p.Cancel(request_id)))
         except (OSError, ValueError):
             pass
 
@@ -298,7 +302,13 @@ class EngineClient:
                 return event
         raise VersoError(f"The engine returned no {kind.__name__}.")
 
-    def _run(self, command: p.Command, recover: bool = True) -> Iterator[Event]:
+    def _stream(self, command: p.Command) -> Iterator[Event]:
+        """The engine events of a generating request (it sends no protocol answers)."""
+        for reply in self._run(command):
+            if isinstance(reply, Event):
+                yield reply
+
+    def _run(self, command: p.Command, recover: bool = True) -> Iterator[p.Reply]:
         with self._busy:
             if not self.alive():
                 if self._proc is not None:
@@ -314,7 +324,10 @@ class EngineClient:
                             return
             yield from self._exchange(command)
 
-    def _exchange(self, command: p.Command) -> Iterator[Event]:
+    def _exchange(self, command: p.Command) -> Iterator[p.Reply]:
+        assert self._proc is not None and self._commands is not None and \
+            self._events is not None, "start() runs before every exchange"
+        proc, commands, events = self._proc, self._commands, self._events
         request_id = next(self._ids)
         self._current = (request_id, command)
         self._killed_for_cancel = False
@@ -322,14 +335,14 @@ class EngineClient:
         finished = False
         try:
             with self._send_lock:
-                self._commands.send((request_id, command))
+                commands.send((request_id, command))
             while True:
-                if not self._events.poll(_POLL_S):
-                    if self._proc.is_alive():
+                if not events.poll(_POLL_S):
+                    if proc.is_alive():
                         continue
-                    if not self._events.poll(0):
+                    if not events.poll(0):
                         raise EOFError
-                rid, event = self._events.recv()
+                rid, event = events.recv()
                 if rid != request_id:
                     continue
                 if isinstance(event, p.Finished):
@@ -339,8 +352,8 @@ class EngineClient:
                 yield event
         except (EOFError, OSError, BrokenPipeError):
             finished = True
-            self._proc.join(timeout=3)
-            code = self._proc.exitcode
+            proc.join(timeout=3)
+            code = proc.exitcode
             self.loaded = None
             if self._killed_for_cancel:
                 yield Done(FinishReason.CANCELLED, "".join(partial))
@@ -357,18 +370,19 @@ class EngineClient:
     def _abandon(self, request_id: int) -> None:
         """The caller stopped iterating early: cancel the request and drain its events so the
         next request starts clean."""
-        if self._proc is None or self._commands is None:
+        proc, commands, events = self._proc, self._commands, self._events
+        if proc is None or commands is None or events is None:
             return
         try:
             with self._send_lock:
-                self._commands.send((0, p.Cancel(request_id)))
+                commands.send((0, p.Cancel(request_id)))
             deadline = time.monotonic() + _DRAIN_S
             while time.monotonic() < deadline:
-                if self._events.poll(_POLL_S):
-                    rid, event = self._events.recv()
+                if events.poll(_POLL_S):
+                    rid, event = events.recv()
                     if rid == request_id and isinstance(event, p.Finished):
                         return
-                elif not self._proc.is_alive():
+                elif not proc.is_alive():
                     break
         except (EOFError, OSError):
             pass

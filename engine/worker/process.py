@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 
 from engine.errors import Cancelled
-from engine.events import Done, Event, FinishReason, Scores, Tokenized, fold_text
+from engine.events import Done, FinishReason, Scores, Tokenized, fold_text
 from engine.runtime.batch import generate_batch
 from engine.runtime.runtime import Runtime, error_event
 from engine.worker import protocol as p
@@ -19,14 +19,15 @@ from engine.worker import protocol as p
 log = logging.getLogger(__name__)
 
 
-def dispatch(runtime: Runtime, command: p.Command, cancel: Callable[[], bool]) -> Iterator[Event]:
+def dispatch(runtime: Runtime, command: p.Command,
+             cancel: Callable[[], bool]) -> Iterator[p.Reply]:
     match command:
         case p.Load(settings):
             try:
                 yield from runtime.load(settings)
             except BaseException:
                 if runtime.loaded is None:
-                    yield p.Unloaded()  # type: ignore[misc]
+                    yield p.Unloaded()
                 raise
         case p.Unload():
             runtime.unload()
@@ -37,7 +38,7 @@ def dispatch(runtime: Runtime, command: p.Command, cancel: Callable[[], bool]) -
         case p.Tokenize(text, add_bos, special):
             yield Tokenized(tuple(runtime.tokenize(text, add_bos=add_bos, special=special)))
         case p.Detokenize(tokens):
-            yield p.Text(runtime.detokenize(tokens))  # type: ignore[misc]
+            yield p.Text(runtime.detokenize(tokens))
         case p.CountChat(messages):
             yield Tokenized((runtime.count_chat_tokens(messages),))
         case p.ChatPrompt(messages, add_generation_prompt):
@@ -49,7 +50,7 @@ def dispatch(runtime: Runtime, command: p.Command, cancel: Callable[[], bool]) -
             except Cancelled:
                 yield Done(FinishReason.CANCELLED)
         case p.ValidateGrammar(text):
-            yield p.Problems(tuple(runtime.validate_grammar(text)))  # type: ignore[misc]
+            yield p.Problems(tuple(runtime.validate_grammar(text)))
         case p.Attention(tokens, query_position):
             try:
                 yield runtime.attention(tokens, query_position, cancel)
@@ -58,7 +59,7 @@ def dispatch(runtime: Runtime, command: p.Command, cancel: Callable[[], bool]) -
         case p.ForgetSession(session_id):
             runtime.forget_session(session_id)
         case p.GenerateBatch(request):
-            yield from generate_batch(runtime, request, cancel)  # type: ignore[misc]
+            yield from generate_batch(runtime, request, cancel)
 
 
 def serve(requests: Connection, events: Connection, snapshot_budget_bytes: int,
@@ -89,7 +90,10 @@ def serve(requests: Connection, events: Connection, snapshot_budget_bytes: int,
         request_id, command = item
         partial: list[str] = []
         try:
-            for event in dispatch(runtime, command, lambda rid=request_id: rid in cancelled):
+            def is_cancelled(rid: int = request_id) -> bool:
+                return rid in cancelled
+
+            for event in dispatch(runtime, command, is_cancelled):
                 fold_text(partial, event)
                 events.send((request_id, event))
         except Exception as exc:  # every failure reaches the caller as an Error event

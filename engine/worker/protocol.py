@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.events import Event
 from engine.options import (
     BatchRequest,
     ChatMessage,
@@ -113,10 +114,6 @@ class Problems:
     items: tuple[str, ...]
 
 
-Command = (Load | Unload | Chat | Complete | Tokenize | Detokenize | CountChat | ChatPrompt
-           | Score | ValidateGrammar | ForgetSession)
-
-
 @dataclass(frozen=True, slots=True)
 class GenerateBatch:
     """Several prompts decoded together (``engine.runtime.batch``)."""
@@ -124,4 +121,8 @@ class GenerateBatch:
     request: BatchRequest
 
 
-Command = Command | GenerateBatch | Attention
+Command = (Load | Unload | Chat | Complete | Tokenize | Detokenize | CountChat | ChatPrompt
+           | Score | ValidateGrammar | ForgetSession | GenerateBatch | Attention)
+
+Reply = Event | Text | Unloaded | Problems | Finished
+"""What the engine process sends back: engine events, and the protocol's own answers."""
