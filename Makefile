@@ -15,7 +15,7 @@ STAMP := $(VENV)/.verso-installed
 PACKAGE_STAMP := $(VENV)/.verso-package-tools
 TEST_MODELS := $(VENV)/test-models
 
-.PHONY: run test test-slow lint bench screenshots clean install package
+.PHONY: run test test-unit test-slow lint typecheck bench screenshots clean install package
 
 $(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Verso needs Python 3.11 or newer")'
@@ -32,9 +32,16 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m app
 
+# Lint, type check, then the whole suite: the unit tier (fake engine, pure logic) and the
+# real-model tests that prove every feature end to end.
 test: $(STAMP)
 	$(PY) -m ruff check engine app tests bench packaging
+	$(PY) -m mypy
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m "not slow"
+
+# The unit tier alone (no real model, no engine process): seconds.
+test-unit: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m "not model and not slow"
 
 # Builds the packaged app from a clean copy of the source and runs its --self-test (minutes).
 test-slow: $(PACKAGE_STAMP)
@@ -51,6 +58,9 @@ package: $(PACKAGE_STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check engine app tests bench packaging
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py
