@@ -12,6 +12,11 @@ from engine.documents.model import Block
 
 _SOFT_BREAKS = "，、；：,;:)）」』"
 _LOOK_BACK = 0.25  # how far back (share of the slice) to look for a nicer cut
+# A window this many characters per budget token decides whether the rest can still fit, so
+# each step counts O(budget) characters instead of the whole remaining text (which made text
+# without sentence breaks quadratic: 1 MB took minutes). Only a window whose text averages
+# more characters per token than this (runs of spaces) falls back to counting the rest.
+_WINDOW_CHARS_PER_TOKEN = 16
 
 
 def _longest_fit(
@@ -19,17 +24,26 @@ def _longest_fit(
 ) -> int:
     """The largest m (start < m < end) with count(block.markdown(start, m)) <= budget,
     knowing the whole range does not fit. Counts are close to monotonic in m, which is all
-    a binary search needs here: the result is checked by the caller."""
+    the search needs (the result is checked by the caller). The probes interpolate on the
+    counts (tokens grow about linearly with characters), bisecting when that stalls, so a
+    cut costs a few counts of about the slice's length."""
+    lo, lo_tokens = start + 1, 0
     hi = min(end, start + budget * 4)
-    while hi < end and count(block.markdown(start, hi)) <= budget:
+    hi_tokens = count(block.markdown(start, hi))
+    while hi < end and hi_tokens <= budget:
+        lo, lo_tokens = hi, hi_tokens
         hi = min(end, start + (hi - start) * 2)
-    lo = start + 1
+        hi_tokens = count(block.markdown(start, hi))
     while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if count(block.markdown(start, mid)) <= budget:
-            lo = mid
+        guess = lo + (hi - lo) * (budget + 0.5 - lo_tokens) / max(1, hi_tokens - lo_tokens)
+        mid = min(hi - 1, max(lo + 1, int(guess)))
+        if hi - lo > 8 and not lo + (hi - lo) // 8 <= mid <= hi - (hi - lo) // 8:
+            mid = (lo + hi) // 2 if mid in (lo + 1, hi - 1) else mid
+        tokens = count(block.markdown(start, mid))
+        if tokens <= budget:
+            lo, lo_tokens = mid, tokens
         else:
-            hi = mid
+            hi, hi_tokens = mid, tokens
     return lo
 
 
@@ -46,11 +60,15 @@ def _nicer_cut(text: str, start: int, cut: int) -> int:
 def split_to_budget(
     block: Block, start: int, end: int, count: Callable[[str], int], budget: int
 ) -> list[tuple[int, int, int]]:
-    """Slices (start, end, tokens) of block.text[start:end], each within ``budget``."""
+    """Slices (start, end, tokens) of block.text[start:end], each within ``budget``; the
+    work is linear in the length of the text."""
     text = block.text
     slices: list[tuple[int, int, int]] = []
     while start < end:
-        tokens = count(block.markdown(start, end))
+        window = min(end, start + budget * _WINDOW_CHARS_PER_TOKEN)
+        tokens = count(block.markdown(start, window))
+        if tokens <= budget and window < end:
+            tokens = count(block.markdown(start, end))
         if tokens <= budget:
             slices.append((start, end, tokens))
             break
