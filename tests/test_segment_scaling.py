@@ -31,7 +31,7 @@ def _chars_counted(words: int, budget: int = 128) -> tuple[int, int]:
 
 
 def test_text_without_sentence_breaks_is_segmented_in_linear_time():
-    small, small_len = _chars_counted(20_000)
+    small, _ = _chars_counted(20_000)
     large, large_len = _chars_counted(80_000)
     assert large / small < 4 * 1.25  # 4x the text, about 4x the work (quadratic: 16x)
     assert large < 40 * large_len
