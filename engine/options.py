@@ -3,6 +3,8 @@ validation, so a new option is added in one place."""
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
@@ -52,6 +54,9 @@ class SamplingParams:
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 continue
+            if not math.isfinite(value):
+                problems.append(f"{f.name}={value} is not a number")
+                continue
             if lo is not None and value < lo:
                 problems.append(f"{f.name}={value} is below the minimum {lo}")
             if hi is not None and value > hi:
@@ -73,6 +78,11 @@ class ContextPolicy(StrEnum):
     DROP_OLDEST = "drop_oldest"  # drop the oldest turns, keep the system prompt, report it
 
 
+DEFAULT_CTX_CAP = 8192
+MIN_CTX = 256  # llama.cpp pads smaller contexts up to this anyway
+MAX_CTX = 1 << 20
+
+
 @dataclass(frozen=True, slots=True)
 class LoadSettings:
     """How to load a model. Flash attention is off by default: measured on 2 x86 cores it
@@ -90,8 +100,26 @@ class LoadSettings:
     n_batch: int = 512
     check_memory: bool = True
 
-
-DEFAULT_CTX_CAP = 8192
+    def validate(self) -> list[str]:
+        """Problems with the values, as sentences; empty when valid. Thread counts above the
+        machine's CPU threads only slow llama.cpp down (OpenMP starts that many threads:
+        1,000 took 32 s for 3 tokens on 2 cores, 100,000 crashed it)."""
+        problems = []
+        cpus = os.cpu_count() or 1
+        for name in ("n_threads", "n_threads_batch"):
+            value = getattr(self, name)
+            if not 0 <= value <= cpus:
+                problems.append(f"{name}={value} must be between 1 and this machine's {cpus} "
+                                "CPU threads (0: all physical cores)")
+        if self.n_ctx != 0 and not MIN_CTX <= self.n_ctx <= MAX_CTX:
+            problems.append(f"n_ctx={self.n_ctx} must be between {MIN_CTX:,} and {MAX_CTX:,} "
+                            "tokens (0: the model's own, at most "
+                            f"{DEFAULT_CTX_CAP:,})")
+        if self.n_batch < 1:
+            problems.append(f"n_batch={self.n_batch} must be at least 1")
+        if self.n_gpu_layers < -1:
+            problems.append(f"n_gpu_layers={self.n_gpu_layers} must be -1 (all) or more")
+        return problems
 
 
 @dataclass(frozen=True, slots=True)

@@ -167,6 +167,9 @@ class Runtime:
     def load(self, settings: LoadSettings) -> Iterator[Event]:
         import llama_cpp
 
+        problems = settings.validate()
+        if problems:
+            raise BadRequestError("Invalid load settings: " + "; ".join(problems) + ".")
         start = time.perf_counter()
         yield Progress("load", 0, 1)
         info = validate_model_file(

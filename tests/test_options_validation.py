@@ -1,0 +1,33 @@
+"""Load and sampling settings are checked before llama.cpp sees them."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from engine.options import LoadSettings, SamplingParams
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("n_threads", 100_000, "n_threads=100000 must be between 1 and this machine's"),
+    ("n_threads_batch", -1, "n_threads_batch=-1"),
+    ("n_ctx", -1, "n_ctx=-1 must be between 256"),
+    ("n_ctx", 1, "n_ctx=1 must be between 256"),
+    ("n_batch", 0, "n_batch=0"),
+    ("n_gpu_layers", -2, "n_gpu_layers=-2"),
+])
+def test_load_settings_out_of_range_are_named(field, value, words):
+    problems = LoadSettings("m.gguf", **{field: value}).validate()
+    assert len(problems) == 1 and words in problems[0]
+
+
+def test_usual_load_settings_are_valid():
+    assert LoadSettings("m.gguf").validate() == []
+    assert LoadSettings("m.gguf", n_ctx=256, n_threads=os.cpu_count() or 1,
+                        n_gpu_layers=-1).validate() == []
+
+
+@pytest.mark.parametrize("field", ["temperature", "top_p", "min_p", "repeat_penalty"])
+def test_nan_sampling_values_are_refused(field):
+    assert SamplingParams(**{field: float("nan")}).validate() == [f"{field}=nan is not a number"]
