@@ -59,7 +59,7 @@ from engine.options import (
     prompt_limit,
 )
 from engine.runtime.attention import AttentionCapture
-from engine.runtime.chat_template import ChatTemplate
+from engine.runtime.chat_template import ChatTemplate, RenderedPrompt
 from engine.runtime.phrase_guard import PhraseGuard, fold
 from engine.runtime.sampling import TokenSampler
 from engine.runtime.snapshots import (
@@ -286,11 +286,24 @@ class Runtime:
         llm = self._require_model()
         return llm.detokenize(list(tokens)).decode("utf-8", errors="replace")
 
-    def render_chat(self, messages: Sequence[ChatMessage], continue_last: bool = False) -> str:
+    def render_chat(self, messages: Sequence[ChatMessage],
+                    continue_last: bool = False) -> RenderedPrompt:
         if continue_last and messages and messages[-1].role == "assistant":
-            head = self.template.render(messages[:-1], add_generation_prompt=True)
+            head = self.template.render_prompt(messages[:-1], add_generation_prompt=True)
             return head + messages[-1].content
-        return self.template.render(messages, add_generation_prompt=True)
+        return self.template.render_prompt(messages, add_generation_prompt=True)
+
+    def tokenize_prompt(self, prompt: RenderedPrompt, start: int = 0,
+                        add_bos: bool | None = None) -> list[int]:
+        """Tokens of ``prompt.text[start:]``: the template's markers may be control tokens,
+        the messages' text never is (``RenderedPrompt``). ``add_bos`` None: as the model
+        wants for a whole prompt."""
+        if add_bos is None:
+            add_bos = start == 0 and self._chat_add_bos(prompt.text)
+        tokens = [self._require_model().token_bos()] if add_bos else []
+        for piece, is_content in prompt.pieces(start):
+            tokens += self.tokenize(piece, special=not is_content)
+        return tokens
 
     def _chat_add_bos(self, prompt_text: str) -> bool:
         llm = self._require_model()
@@ -303,14 +316,13 @@ class Runtime:
         return len(self.tokenize(text, add_bos=False, special=False))
 
     def count_chat_tokens(self, messages: Sequence[ChatMessage]) -> int:
-        text = self.render_chat(messages)
-        return len(self.tokenize(text, add_bos=self._chat_add_bos(text)))
+        return len(self.tokenize_prompt(self.render_chat(messages)))
 
     def chat_prompt(self, messages: Sequence[ChatMessage],
                     add_generation_prompt: bool = True) -> RenderedChat:
         """The conversation as the model sees it: template text and prompt tokens."""
-        text = self.template.render(messages, add_generation_prompt=add_generation_prompt)
-        return RenderedChat(text, tuple(self.tokenize(text, add_bos=self._chat_add_bos(text))))
+        prompt = self.template.render_prompt(messages, add_generation_prompt)
+        return RenderedChat(prompt.text, tuple(self.tokenize_prompt(prompt)))
 
     def validate_grammar(self, text: str) -> list[str]:
         """Problems with a GBNF grammar (see ``engine.grammar_check``); token references
@@ -347,8 +359,9 @@ class Runtime:
         limit = self._prompt_limit(request.sampling)
         dropped_messages = dropped_tokens = 0
         while True:
-            prompt_text = self.render_chat(messages, request.continue_last)
-            tokens = self._tokens_for(request.session_id, prompt_text)
+            prompt = self.render_chat(messages, request.continue_last)
+            prompt_text = prompt.text
+            tokens = self._tokens_for(request.session_id, prompt)
             if len(tokens) <= limit:
                 break
             if request.policy is not ContextPolicy.DROP_OLDEST:
@@ -361,7 +374,7 @@ class Runtime:
                 del messages[index]
             dropped_messages += len(drop)
             dropped_tokens += before - len(
-                self.tokenize(self.render_chat(messages, request.continue_last))
+                self.tokenize_prompt(self.render_chat(messages, request.continue_last))
             )
         if dropped_messages:
             yield ContextTrimmed(dropped_messages, dropped_tokens)
@@ -460,12 +473,12 @@ class Runtime:
     def _prompt_limit(self, sampling: SamplingParams) -> int:
         return prompt_limit(self._require_model().n_ctx(), sampling.max_tokens)
 
-    def _tokens_for(self, session_id: str, prompt_text: str) -> list[int]:
+    def _tokens_for(self, session_id: str, prompt: RenderedPrompt) -> list[int]:
         history = self._history.get(session_id)
-        if history and history.text and prompt_text.startswith(history.text):
-            rest = prompt_text[len(history.text):]
-            return list(history.tokens) + self.tokenize(rest, add_bos=False)
-        return self.tokenize(prompt_text, add_bos=self._chat_add_bos(prompt_text))
+        if history and history.text and prompt.text.startswith(history.text):
+            rest = self.tokenize_prompt(prompt, start=len(history.text), add_bos=False)
+            return list(history.tokens) + rest
+        return self.tokenize_prompt(prompt)
 
     # ---------------------------------------------------------------- sessions
 
