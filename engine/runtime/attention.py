@@ -166,7 +166,6 @@ class AttentionCapture:
         self._model = model
         self._threads = (n_threads, n_threads_batch)
         self.limit = limit  # most tokens a capture accepts (the runtime's context size)
-        self.n_layers = llama_cpp.llama_model_n_layer(model)
         self.n_heads = llama_cpp.llama_model_n_head(model)
         self.n_kv_heads = llama_cpp.llama_model_n_head_kv(model)
         self._vocab = llama_cpp.llama_model_get_vocab(model)
