@@ -521,7 +521,7 @@ def test_html_size_is_limited_before_parsing(docs_dir: Path):
     with pytest.raises(DocumentError) as caught:
         parse_file(path, Limits(max_html_bytes=100_000))
     assert caught.value.problem is DocumentProblem.TOO_LARGE
-    assert "for HTML is 97.7 KB" in str(caught.value)
+    assert "for HTML is 100.0 KB" in str(caught.value)
 
 
 def test_timeout_kills_the_parser(book_pdf: Path):

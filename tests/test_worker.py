@@ -83,7 +83,9 @@ def test_cancel_during_prompt_evaluation_stops_within_a_second(client):
     assert latency < 1.0
     # The engine is still usable and the cache consistent afterwards.
     after = list(client.chat(ask("Say hello.", 8, session="cancel-prompt")))
-    assert isinstance(after[-1], Done) and after[-1].finish_reason is not FinishReason.CANCELLED
+    # An Error event (not a Done) would be a failure; a Done must be a normal finish.
+    assert isinstance(after[-1], Done)
+    assert after[-1].finish_reason in (FinishReason.STOP, FinishReason.LENGTH)
 
 
 def test_engine_killed_mid_stream_reports_and_recovers(client):

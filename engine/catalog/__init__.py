@@ -18,8 +18,8 @@ from engine.catalog.memory import (
     kv_bytes_per_token,
     max_context_that_fits,
 )
-from engine.catalog.units import format_bytes
 from engine.catalog.validate import validate_model_file
+from engine.units import format_bytes
 
 __all__ = [
     "SUPPORTED_ARCHITECTURES",

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.catalog.gguf_info import ModelInfo
-from engine.catalog.units import format_bytes
 from engine.options import DEFAULT_CTX_CAP, KVType
+from engine.units import format_bytes
 
 KV_BYTES_PER_ELEMENT: dict[KVType, float] = {
     KVType.F16: 2.0,

@@ -13,9 +13,9 @@ from engine.catalog.memory import (
     estimate_memory,
     max_context_that_fits,
 )
-from engine.catalog.units import format_bytes
 from engine.errors import InsufficientMemoryError, ModelFileError
 from engine.options import KVType
+from engine.units import format_bytes
 
 
 def check_complete(info: ModelInfo) -> None:

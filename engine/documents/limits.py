@@ -8,6 +8,7 @@ import zipfile
 from dataclasses import dataclass
 
 from engine.documents.errors import DocumentError, DocumentProblem
+from engine.units import format_bytes
 
 MB = 1024 * 1024
 DEFAULT_MAX_BYTES = 200 * MB
@@ -29,14 +30,6 @@ class Limits:
         for name in ("max_bytes", "max_pages", "max_chars", "max_html_bytes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-
-
-def format_bytes(n: int) -> str:
-    if n >= MB:
-        return f"{n / MB:,.1f} MB"
-    if n >= 1024:
-        return f"{n / 1024:,.1f} KB"
-    return f"{n:,} bytes"
 
 
 def check_file_size(name: str, size: int, limit: int, what: str = "") -> None:

@@ -29,26 +29,28 @@ from __future__ import annotations
 import ctypes
 import logging
 import pathlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from engine.errors import BadRequestError, Cancelled, VersoError
 from engine.events import AttentionMap, ErrorKind
+from engine.runtime.llama_plumbing import (
+    GGML_TYPE_F16,
+    GGML_TYPE_F32,
+    AbortSwitch,
+    CancelCheck,
+    common_prefix,
+    decode_failure,
+    token_piece,
+)
 
 log = logging.getLogger(__name__)
-
-CancelCheck = Callable[[], bool]
 
 SOFTMAX_PREFIX = b"kq_soft_max-"
 _CTX_ROUND = 256  # the attention context grows in steps of this many tokens
 _ROW_SUM_TOLERANCE = 1e-3
 _KQ_BUDGET = 256 << 20  # bytes for one layer's attention matrix during prefix evaluation
-_LLAMA_DECODE_ABORTED = 2
-
-# ggml_type values (ggml.h ``enum ggml_type``).
-_GGML_TYPE_F32 = 0
-_GGML_TYPE_F16 = 1
 
 # ---------------------------------------------------------------- ggml tensor (ctypes)
 
@@ -130,7 +132,7 @@ class _Ggml:
         if self.get_name(address) != tensor.name:
             raise VersoError("The ggml_tensor layout does not match this llama.cpp build; "
                              "attention capture cannot read it.")
-        dtypes = {_GGML_TYPE_F32: np.float32, _GGML_TYPE_F16: np.float16}
+        dtypes = {GGML_TYPE_F32: np.float32, GGML_TYPE_F16: np.float16}
         if tensor.type not in dtypes:
             raise VersoError(f"Attention tensor {tensor.name.decode()} has ggml type "
                              f"{tensor.type}, expected F32 or F16.")
@@ -164,7 +166,6 @@ class AttentionCapture:
         self._model = model
         self._threads = (n_threads, n_threads_batch)
         self.limit = limit  # most tokens a capture accepts (the runtime's context size)
-        self.n_layers = llama_cpp.llama_model_n_layer(model)
         self.n_heads = llama_cpp.llama_model_n_head(model)
         self.n_kv_heads = llama_cpp.llama_model_n_head_kv(model)
         self._vocab = llama_cpp.llama_model_get_vocab(model)
@@ -175,10 +176,11 @@ class AttentionCapture:
         self._capturing = False
         self._captured: dict[int, np.ndarray] = {}
         self._callback_error: BaseException | None = None
-        self._cancel: CancelCheck = lambda: False
-        # ctypes callbacks must stay referenced as long as the context may call them.
+        # ctypes callbacks must stay referenced as long as the context may call them. The
+        # abort callback is always armed: this context only evaluates, so its cost per graph
+        # node never slows generation; ``capture`` sets what it asks.
         self._eval_cb = llama_cpp.ggml_backend_sched_eval_callback(self._on_tensor)
-        self._abort_cb = llama_cpp.ggml_abort_callback(lambda _data: bool(self._cancel()))
+        self._abort = AbortSwitch(armed=True)
 
     def close(self) -> None:
         import llama_cpp
@@ -211,9 +213,9 @@ class AttentionCapture:
         # Sized for all the tokens, not only those needed now: the next capture is likely
         # another position in the same text, and it then reuses this context and its KV.
         self._ensure_context(len(tokens))
-        self._cancel = cancel
+        self._abort.cancel = cancel
         try:
-            keep = _common_prefix(self._kv_tokens, needed[:-1])
+            keep = common_prefix(self._kv_tokens, needed[:-1])
             self._truncate(keep)
             if keep < query_position:
                 self._decode(needed[keep:query_position])
@@ -228,7 +230,7 @@ class AttentionCapture:
                 raise self._callback_error
             weights, layers = self._assemble(query_position)
         finally:
-            self._cancel = lambda: False
+            self._abort.cancel = lambda: False
             self._captured = {}
         return AttentionMap(
             query_position=query_position,
@@ -242,15 +244,7 @@ class AttentionCapture:
 
     def piece(self, token: int) -> str:
         """The token's text, special tokens shown by name (``<|im_start|>``)."""
-        import llama_cpp
-
-        size = 32
-        while True:
-            buffer = ctypes.create_string_buffer(size)
-            written = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, size, 0, True)
-            if written >= 0:
-                return buffer.raw[:written].decode("utf-8", errors="replace")
-            size = -written
+        return token_piece(self._vocab, token, special=True).decode("utf-8", errors="replace")
 
     # ------------------------------------------------------------ context
 
@@ -267,12 +261,12 @@ class AttentionCapture:
         params.n_seq_max = 1
         params.n_threads, params.n_threads_batch = self._threads
         params.flash_attn_type = 0  # LLAMA_FLASH_ATTN_TYPE_DISABLED: keep kq_soft_max
-        params.type_k = params.type_v = _GGML_TYPE_F16
+        params.type_k = params.type_v = GGML_TYPE_F16
         params.swa_full = True  # KV cell i holds position i on sliding-window layers too
         params.no_perf = True
         params.cb_eval = self._eval_cb
         params.cb_eval_user_data = None
-        params.abort_callback = self._abort_cb
+        params.abort_callback = self._abort.callback
         params.abort_callback_data = None
         from llama_cpp._utils import suppress_stdout_stderr
 
@@ -302,7 +296,6 @@ class AttentionCapture:
         logits for the last token only)."""
         import llama_cpp
 
-
         for start in range(0, len(tokens), self._batch_size):
             chunk = tokens[start:start + self._batch_size]
             array = (llama_cpp.llama_token * len(chunk))(*chunk)
@@ -312,12 +305,13 @@ class AttentionCapture:
                 # A failed or aborted decode may leave part of the chunk in the cache.
                 llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
                 self._kv_tokens = []
-                if rc == _LLAMA_DECODE_ABORTED and self._cancel():
-                    raise Cancelled
-                if self._callback_error is not None:
+                # The eval callback aborts the graph too when it fails: an abort is a cancel
+                # only if the cancel check says so, else the callback's error is the cause.
+                failure = decode_failure(rc, "during attention capture",
+                                         aborted_by_cancel=bool(self._abort.cancel()))
+                if self._callback_error is not None and not isinstance(failure, Cancelled):
                     raise self._callback_error
-                raise VersoError(f"llama_decode failed with code {rc} during attention "
-                                 "capture.")
+                raise failure
             self._kv_tokens.extend(chunk)
 
     def _on_tensor(self, address: int, ask: bool, _user_data: int) -> bool:
@@ -376,12 +370,3 @@ def _ubatch_size(n_ctx: int, n_heads: int) -> int:
     while size > 32 and n_ctx * size * n_heads * 4 > _KQ_BUDGET:
         size //= 2
     return min(size, n_ctx)
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n

@@ -22,26 +22,31 @@ splitting, exactly as ``Runtime.complete`` does.
 
 from __future__ import annotations
 
-import ctypes
 import math
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.errors import BadRequestError, ContextOverflowError, VersoError
+from engine.errors import BadRequestError, Cancelled, ContextOverflowError
 from engine.events import Done, Event, FinishReason, SeqDone, SeqToken, Stats
 from engine.options import BatchRequest
+from engine.runtime.llama_plumbing import (
+    AbortSwitch,
+    CancelCheck,
+    decode_failure,
+    ggml_kv_type,
+    logits_row,
+    logsumexp,
+    shared_prefix,
+    thread_counts,
+)
 from engine.runtime.runtime import Runtime
 from engine.runtime.sampling import TokenSampler
 from engine.runtime.text_stream import TextStream
-from engine.system import physical_cores
 
-CancelCheck = Callable[[], bool]
-
-_ABORTED = 2
 _CTX_ROUND = 256
 _OPPORTUNE = 0.2  # a required text may start where its first token is this likely vs the pick
 _MIN_START_CHARS = 3  # ...unless that first token is a short piece such as " a" or " de"
@@ -73,18 +78,6 @@ class _Seq:
         return [t for t in self.required if t not in self.raw and t not in self.forced_done]
 
 
-def common_prefix(prompts: Sequence[Sequence[int]]) -> int:
-    """Tokens shared by all prompts, leaving each at least one token of its own."""
-    if len(prompts) < 2:
-        return 0
-    first = prompts[0]
-    n = min(len(p) for p in prompts) - 1
-    for i in range(max(0, n)):
-        if any(p[i] != first[i] for p in prompts):
-            return i
-    return max(0, n)
-
-
 class BatchDecoder:
     """One run of a ``BatchRequest`` on a fresh context (closed when the run ends, so it
     never outlives the model it was made for)."""
@@ -97,11 +90,10 @@ class BatchDecoder:
         self.n_parallel = max(1, min(request.n_parallel, len(request.items)))
         self.prefix_seq = self.n_parallel
         self.prompts = [list(item.tokens) for item in request.items]
-        self.prefix = common_prefix(self.prompts)
+        self.prefix = shared_prefix(self.prompts)
         self.ctx = None
         self.batch = None
-        self._abort_cb = None
-        self._abort_armed = False
+        self._abort: AbortSwitch | None = None
         self.evaluated = 0
         self.generated = 0
 
@@ -123,35 +115,22 @@ class BatchDecoder:
         per_stream = -(-(self.prefix + per_seq) // _CTX_ROUND) * _CTX_ROUND
         n_ctx = per_stream * (self.n_parallel + 1)
         settings = self.rt._settings
-        threads = (settings.n_threads if settings else 0) or physical_cores()
+        threads, threads_batch = thread_counts(settings)
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = params.n_ubatch = min(512, n_ctx)
         params.n_seq_max = self.n_parallel + 1
         params.kv_unified = False
         params.n_threads = threads
-        params.n_threads_batch = (settings.n_threads_batch if settings else 0) or threads
+        params.n_threads_batch = threads_batch
         params.flash_attn_type = 1 if (settings is None or settings.flash_attn) else 0
         if settings is not None:
-            kv = {"f16": 1, "q8_0": 8, "q4_0": 2}[str(settings.kv_type)]
-            params.type_k = params.type_v = kv
+            params.type_k = params.type_v = ggml_kv_type(settings.kv_type)
         self.ctx = LlamaContext(model=self.llm._model, params=params, verbose=False)
         self.n_batch = params.n_batch
         self.batch = LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=self.n_parallel + 1,
                                 verbose=False)
-
-        def abort(_data: ctypes.c_void_p) -> bool:
-            return self._abort_armed and self.cancel()
-
-        self._abort_cb = llama_cpp.ggml_abort_callback(abort)
-
-    def _arm(self, on: bool) -> None:
-        """Abort checks run per graph node; armed only during prompt evaluation."""
-        import llama_cpp
-
-        self._abort_armed = on
-        callback = self._abort_cb if on else ctypes.cast(None, llama_cpp.ggml_abort_callback)
-        llama_cpp.llama_set_abort_callback(self.ctx.ctx, callback, None)
+        self._abort = AbortSwitch(self.cancel)
 
     def close(self) -> None:
         if self.ctx is not None:
@@ -175,25 +154,20 @@ class BatchDecoder:
             b.n_seq_id[j] = 1
             b.logits[j] = logits
         rc = llama_cpp.llama_decode(self.ctx.ctx, b)
-        if rc == _ABORTED:
-            raise _Aborted
-        if rc != 0:
-            raise VersoError(f"llama_decode failed with code {rc} in a batched run.")
+        if rc != 0:  # aborted: Cancelled
+            raise decode_failure(rc, "in a batched run")
 
     def _evaluate(self, tokens: Sequence[int], start: int, seq: int) -> None:
         """Evaluate a prompt slice in ``seq``; the last token's logits are kept."""
-        self._arm(True)
-        try:
+        with self._abort.armed_on(self.ctx.ctx):
             for at in range(0, len(tokens), self.n_batch):
                 if self.cancel():
-                    raise _Aborted
+                    raise Cancelled
                 part = tokens[at:at + self.n_batch]
                 last = at + len(part) == len(tokens)
                 self._decode([(t, start + at + i, seq, last and i == len(part) - 1)
                               for i, t in enumerate(part)])
                 self.evaluated += len(part)
-        finally:
-            self._arm(False)
 
     def _admit(self, index: int, slot: int, seed: int) -> _Seq:
         """Give prompt ``index`` the KV stream ``slot``; its suffix is evaluated by the
@@ -243,10 +217,7 @@ class BatchDecoder:
         return entries, sample
 
     def _logits(self, batch_index: int) -> np.ndarray:
-        import llama_cpp
-
-        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx.ctx, batch_index),
-                                     shape=(self.llm.n_vocab(),))
+        return logits_row(self.ctx.ctx, batch_index, self.llm.n_vocab())
 
     def _force(self, seq: _Seq, term: str, tokens: list[int] | None = None) -> None:
         if tokens is None:
@@ -343,20 +314,21 @@ class BatchDecoder:
                     slot = free.pop(0)
                     active[slot] = self._admit(pending.pop(0), slot, seed)
                 if self.cancel():
-                    raise _Aborted
+                    raise Cancelled
                 evaluated = self.evaluated
                 entries, sample = self._plan(active)
-                self._arm(self.evaluated > evaluated)  # cancel mid-decode only while prefilling
+                # Cancel mid-decode only while prefilling.
+                self._abort.arm(self.ctx.ctx, self.evaluated > evaluated)
                 try:
                     self._decode(entries)
                 finally:
-                    self._arm(False)
+                    self._abort.arm(self.ctx.ctx, False)
                 for seq, batch_index in sample:
                     ended = yield from self._step_one(seq, batch_index, want_logprobs, vocab)
                     if ended is not None:
                         del active[seq.slot]
                         free.append(seq.slot)
-        except _Aborted:
+        except Cancelled:
             finish_all = FinishReason.CANCELLED
             for seq in active.values():
                 yield self._done(seq, FinishReason.CANCELLED)
@@ -385,7 +357,7 @@ class BatchDecoder:
         logprob = None
         if want_logprobs:
             logits = self._logits(batch_index)
-            logprob = float(logits[token]) - _logsumexp(logits)
+            logprob = float(logits[token]) - logsumexp(logits)
             seq.logprob_sum += logprob
         piece = self.rt._piece(token)
         seq.raw += piece.decode("utf-8", errors="ignore")
@@ -408,15 +380,6 @@ class BatchDecoder:
         mean = seq.logprob_sum / seq.generated if self.request.logprobs and seq.generated \
             else None
         return SeqDone(seq.index, reason, seq.stream.text, seq.generated, mean, seq.forced_count)
-
-
-class _Aborted(Exception):
-    pass
-
-
-def _logsumexp(values: np.ndarray) -> float:
-    top = float(values.max())
-    return top + math.log(float(np.exp(values - top).sum()))
 
 
 def generate_batch(runtime: Runtime, request: BatchRequest,

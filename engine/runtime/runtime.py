@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import math
 import random
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -53,13 +52,23 @@ from engine.options import (
     ChatRequest,
     CompletionRequest,
     ContextPolicy,
-    KVType,
     LoadSettings,
     SamplingParams,
     prompt_limit,
 )
 from engine.runtime.attention import AttentionCapture
 from engine.runtime.chat_template import ChatTemplate, RenderedPrompt
+from engine.runtime.llama_plumbing import (
+    AbortSwitch,
+    CancelCheck,
+    common_prefix,
+    decode_failure,
+    ggml_kv_type,
+    logits_row,
+    logsumexp,
+    thread_counts,
+    token_piece,
+)
 from engine.runtime.phrase_guard import PhraseGuard, fold
 from engine.runtime.sampling import TokenSampler
 from engine.runtime.snapshots import (
@@ -69,14 +78,9 @@ from engine.runtime.snapshots import (
     SnapshotCache,
 )
 from engine.runtime.text_stream import TextStream
-from engine.system import physical_cores
 
 log = logging.getLogger(__name__)
 
-CancelCheck = Callable[[], bool]
-
-_KV_GGML_TYPES = {KVType.F16: 1, KVType.Q8_0: 8, KVType.Q4_0: 2}
-_LLAMA_DECODE_ABORTED = 2
 # A banned token's logit. Finite on purpose: if a grammar allows only banned tokens, one of
 # them is still sampled (the phrase check then rolls back further) instead of the sampler
 # seeing all -inf, and it stays finite after division by a small temperature.
@@ -151,9 +155,7 @@ class Runtime:
         self._session: str | None = None
         self._kv_tokens: list[int] = []
         self._history: dict[str, SessionHistory] = {}
-        self._cancel: CancelCheck = lambda: False
-        self._abort_active = False
-        self._abort_cb = None
+        self._abort: AbortSwitch | None = None  # the generation context's abort callback
         self._vocab_text: dict[bool, list[str]] = {}  # token texts, plain and case-folded
         self._always_banned: tuple[tuple[tuple[str, ...], bool], np.ndarray] | None = None
         self._attention: AttentionCapture | None = None
@@ -180,8 +182,8 @@ class Runtime:
         )
         self.unload()
         n_ctx = settings.n_ctx or min(info.context_length or DEFAULT_CTX_CAP, DEFAULT_CTX_CAP)
-        threads = settings.n_threads or physical_cores()
-        kv = _KV_GGML_TYPES[KVType(settings.kv_type)]
+        threads, threads_batch = thread_counts(settings)
+        kv = ggml_kv_type(settings.kv_type)
         try:
             self._llama = llama_cpp.Llama(
                 model_path=str(settings.path),
@@ -189,7 +191,7 @@ class Runtime:
                 n_batch=min(settings.n_batch, n_ctx),
                 n_ubatch=min(settings.n_batch, n_ctx),
                 n_threads=threads,
-                n_threads_batch=settings.n_threads_batch or threads,
+                n_threads_batch=threads_batch,
                 flash_attn=settings.flash_attn,
                 n_gpu_layers=settings.n_gpu_layers,
                 type_k=kv,
@@ -204,7 +206,7 @@ class Runtime:
             ) from exc
         llm = self._llama
         self._settings = settings
-        self._install_abort_callback()
+        self._abort = AbortSwitch()
         meta = llm.metadata
         eos = llm.token_eos()
         bos = llm.token_bos()
@@ -241,27 +243,6 @@ class Runtime:
         self.snapshots.clear()
         self._vocab_text.clear()
         self._always_banned = None
-
-    def _install_abort_callback(self) -> None:
-        import llama_cpp
-
-        def abort(_data: ctypes.c_void_p) -> bool:
-            return self._abort_active and self._cancel()
-
-        self._abort_cb = llama_cpp.ggml_abort_callback(abort)
-        llama_cpp.llama_set_abort_callback(self._llama.ctx, self._abort_cb, None)
-
-    def _set_abortable(self, on: bool) -> None:
-        """The abort callback runs once per graph node; during generation it would cost
-        ~5 % of throughput, so it is armed only while evaluating a prompt (generation
-        checks for cancellation between tokens instead)."""
-        import llama_cpp
-
-        if on == self._abort_active:
-            return
-        self._abort_active = on
-        callback = self._abort_cb if on else ctypes.cast(None, llama_cpp.ggml_abort_callback)
-        llama_cpp.llama_set_abort_callback(self._llama.ctx, callback, None)
 
     def _require_model(self):
         if self._llama is None:
@@ -339,9 +320,7 @@ class Runtime:
         llm = self._require_model()
         self._check_token_ids(tokens, "attention token")
         if self._attention is None:
-            settings = self._settings
-            threads = (settings.n_threads if settings else 0) or physical_cores()
-            threads_batch = (settings.n_threads_batch if settings else 0) or threads
+            threads, threads_batch = thread_counts(self._settings)
             self._attention = AttentionCapture(llm._model.model, threads, threads_batch,
                                                limit=llm.n_ctx())
         return self._attention.capture(tokens, query_position, cancel)
@@ -422,14 +401,14 @@ class Runtime:
         reused = self._prepare_prompt(prompt)
         self._evaluate(prompt[reused:], cancel)
         first = self._logits().copy()
-        first_logsum = _logsumexp(first)
+        first_logsum = logsumexp(first)
         results = []
         for option in options:
             if cancel():
                 raise Cancelled
             total = float(first[option[0]]) - first_logsum
             for step, logits in enumerate(self._decode_with_logits(option[:-1]), start=1):
-                total += float(logits[option[step]]) - _logsumexp(logits)
+                total += float(logits[option[step]]) - logsumexp(logits)
             self._truncate_kv(len(prompt))
             results.append(total)
         return results
@@ -447,11 +426,10 @@ class Runtime:
             rc = llama_cpp.llama_decode(llm.ctx, llm._batch.batch)
             if rc != 0:
                 self._truncate_kv(n_past)
-                raise VersoError(f"llama_decode failed with code {rc} while scoring.")
+                raise decode_failure(rc, "while scoring")
             self._kv_tokens.extend(chunk)
             for i in range(len(chunk)):
-                yield np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, i),
-                                            shape=(n_vocab,))
+                yield logits_row(llm.ctx, i, n_vocab)
 
     def _check_sampling(self, sampling: SamplingParams) -> None:
         problems = sampling.validate()
@@ -540,9 +518,7 @@ class Runtime:
         n_batch = llm.n_batch
         batch = llm._batch
         done = 0
-        self._cancel = cancel
-        self._set_abortable(True)
-        try:
+        with self._abort.armed_on(llm.ctx, cancel):
             while done < len(tokens):
                 if cancel():
                     raise Cancelled
@@ -550,21 +526,15 @@ class Runtime:
                 n_past = len(self._kv_tokens)
                 batch.set_batch(batch=chunk, n_past=n_past, logits_all=False)
                 rc = llama_cpp.llama_decode(llm.ctx, batch.batch)
-                if rc == _LLAMA_DECODE_ABORTED:
+                if rc != 0:  # aborted: Cancelled
                     self._truncate_kv(n_past)
-                    raise Cancelled
-                if rc != 0:
-                    self._truncate_kv(n_past)
-                    raise VersoError(f"llama_decode failed with code {rc} at position {n_past} "
-                                     f"(the context may be full).", ErrorKind.INTERNAL)
+                    raise decode_failure(rc, f"at position {n_past} (the context may be full)")
                 self._kv_tokens.extend(chunk)
                 if len(chunk) > 1 and self._kv_batched == n_past:
                     self._kv_batched = len(self._kv_tokens)
                 done += len(chunk)
                 if progress:
                     progress(done)
-        finally:
-            self._set_abortable(False)
 
     def _decode_one(self, token: int) -> None:
         import llama_cpp
@@ -574,7 +544,7 @@ class Runtime:
         batch.set_batch(batch=[token], n_past=len(self._kv_tokens), logits_all=False)
         rc = llama_cpp.llama_decode(llm.ctx, batch.batch)
         if rc != 0:
-            raise VersoError(f"llama_decode failed with code {rc} while generating.")
+            raise decode_failure(rc, "while generating")
         self._kv_tokens.append(token)
 
     def _truncate_kv(self, n_keep: int) -> None:
@@ -596,11 +566,7 @@ class Runtime:
         if not self.reuse_kv:
             self._clear_kv()
             return 0
-        common = 0
-        for a, b in zip(self._kv_tokens, tokens, strict=False):
-            if a != b:
-                break
-            common += 1
+        common = common_prefix(self._kv_tokens, tokens)
         # The last prompt token must be evaluated again to get fresh logits.
         common = min(common, len(tokens) - 1)
         if self.batch_invariant:
@@ -632,16 +598,12 @@ class Runtime:
 
     def _logits(self) -> np.ndarray:
         """The last decoded position's logits: a writable view of llama.cpp's buffer."""
-        import llama_cpp
-
-        llm = self._llama
-        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1),
-                                     shape=(llm.n_vocab(),))
+        return logits_row(self._llama.ctx, -1, self._llama.n_vocab())
 
     def _alternatives(self, logits: np.ndarray, token: int, n_probs: int
                       ) -> tuple[float, tuple[TokenAlternative, ...]]:
         """Log-probabilities under the model's own distribution (before any sampler or ban)."""
-        logsum = _logsumexp(logits)
+        logsum = logsumexp(logits)
         chosen = float(logits[token]) - logsum
         best = np.argpartition(-logits, n_probs)[:n_probs]
         best = best[np.argsort(-logits[best], kind="stable")]
@@ -674,18 +636,8 @@ class Runtime:
         return banned
 
     def _piece(self, token: int) -> bytes:
-        """The token's bytes. ``LlamaModel.token_to_piece`` returns its whole 32-byte buffer
-        (NUL padded), so call llama.cpp directly and keep only the bytes it wrote."""
-        import llama_cpp
-
-        vocab = self._llama._model.vocab
-        size = 32
-        while True:
-            buffer = ctypes.create_string_buffer(size)
-            written = llama_cpp.llama_token_to_piece(vocab, token, buffer, size, 0, False)
-            if written >= 0:
-                return buffer.raw[:written]
-            size = -written
+        """The token's bytes as generated text shows them (``special`` off)."""
+        return token_piece(self._llama._model.vocab, token)
 
     def _run(self, session_id: str, prompt_text: str, tokens: list[int],
              sampling: SamplingParams, cancel: CancelCheck, timer: _Timer,
@@ -863,11 +815,6 @@ def _oldest_turn(messages: list[ChatMessage]) -> list[int] | None:
     while end < len(messages) - 1 and messages[end].role != "user":
         end += 1
     return list(range(first, end))
-
-
-def _logsumexp(values: np.ndarray) -> float:
-    top = float(values.max())
-    return top + math.log(float(np.exp(values - top).sum()))
 
 
 def error_event(exc: BaseException, partial_text: str = "") -> Error:

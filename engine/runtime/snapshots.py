@@ -40,7 +40,6 @@ class SnapshotCache:
     def __init__(self, budget_bytes: int) -> None:
         self.budget_bytes = budget_bytes
         self._items: OrderedDict[str, Snapshot] = OrderedDict()
-        self.evictions = 0
 
     @property
     def used_bytes(self) -> int:
@@ -59,7 +58,6 @@ class SnapshotCache:
         self._items[session_id] = snapshot
         while self.used_bytes > self.budget_bytes:
             self._items.popitem(last=False)
-            self.evictions += 1
 
     def take(self, session_id: str) -> Snapshot | None:
         """Remove and return the snapshot: once restored, the live KV cache is the truth."""
