@@ -6,6 +6,12 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PySide6.QtCore import QCoreApplication
+
+    from app.window import MainWindow
 
 PDF_PAGES = [
     ("The Press at Mainz", [
@@ -55,7 +61,7 @@ def _docx(path: Path) -> Path:
     return path
 
 
-def prepare_documents(app, window, wait: Callable) -> None:  # type: ignore[no-untyped-def]
+def prepare_documents(app: QCoreApplication, window: MainWindow, wait: Callable) -> None:
     """Run a multi-document summary and a translation, and leave both on screen."""
     from app.panels.summarize import MULTI
 
@@ -90,7 +96,7 @@ def prepare_documents(app, window, wait: Callable) -> None:  # type: ignore[no-u
         translate.review.selectRow(1)
 
 
-def capture_documents(app, window, out: Path, scheme: str,  # type: ignore[no-untyped-def]
+def capture_documents(app: QCoreApplication, window: MainWindow, out: Path, scheme: str,
                       settle: Callable) -> list[Path]:
     written = []
     for name, panel in (("summarize", window.summarize), ("translate", window.translate)):

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     from app.theme import ICONS
     from app.window import MainWindow
 
-    app.setWindowIcon(QIcon(str(ICONS / "verso.svg")))
+    QApplication.setWindowIcon(QIcon(str(ICONS / "verso.svg")))
     window = MainWindow()
     window.show()
     signal.signal(signal.SIGINT, lambda *_: window.close())

@@ -9,6 +9,10 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PySide6.QtCore import QCoreApplication
 
 EARLIER = ("Name three colours of the rainbow.",)
 SHOWN = ("Give me a recipe for pancakes with a list of ingredients and numbered steps.",
@@ -16,7 +20,8 @@ SHOWN = ("Give me a recipe for pancakes with a list of ingredients and numbered 
          "Explain Python lists with a bullet list and a short code example.")
 
 
-def _wait(app, condition: Callable[[], bool], timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+def _wait(app: QCoreApplication, condition: Callable[[], bool], timeout: float,
+          what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -25,7 +30,7 @@ def _wait(app, condition: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.01)
 
 
-def _settle(app, seconds: float = 0.3) -> None:  # type: ignore[no-untyped-def]
+def _settle(app: QCoreApplication, seconds: float = 0.3) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         app.processEvents()
@@ -64,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         for prompt in prompts:
             count = len(finished)
             window.chat.send(prompt)
-            _wait(app, lambda c=count: len(finished) > c, 300, "the reply")
+
+            def replied(c: int = count) -> bool:
+                return len(finished) > c
+
+            _wait(app, replied, 300, "the reply")
         if prompts is EARLIER and window.chat.conversation_id:
             window.chat.set_pinned(window.chat.conversation_id, True)
     window.chat.composer.edit.setPlainText("Thanks! Can you also show list comprehensions?")

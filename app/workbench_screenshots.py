@@ -5,8 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.widgets.constraint_editors import SCHEMA
+
+if TYPE_CHECKING:
+    from PySide6.QtCore import QCoreApplication
+
+    from app.window import MainWindow
 
 PROMPT = "The three primary colours are"
 TABS = ((0, "text"), (1, "tokens"), (2, "compare"), (3, "model"), (4, "attention"),
@@ -17,7 +23,7 @@ EXAMPLES = (("Arrived broken and support never answered.", "negative"),
 Wait = Callable[..., None]
 
 
-def prepare_workbench(app, window, wait: Wait) -> None:  # type: ignore[no-untyped-def]
+def prepare_workbench(app: QCoreApplication, window: MainWindow, wait: Wait) -> None:
     panel = window.workbench
     window.sidebar.setCurrentRow(window.stack.indexOf(panel))
     finished: list[object] = []
@@ -57,7 +63,7 @@ def prepare_workbench(app, window, wait: Wait) -> None:  # type: ignore[no-untyp
     wait(app, lambda: not classify.running, 120, "a classification")
 
 
-def capture_workbench(app, window, out: Path, scheme: str,  # type: ignore[no-untyped-def]
+def capture_workbench(app: QCoreApplication, window: MainWindow, out: Path, scheme: str,
                       settle: Callable[..., None]) -> list[Path]:
     panel = window.workbench
     window.sidebar.setCurrentRow(window.stack.indexOf(panel))

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 from PySide6.QtCore import QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QMouseEvent, QPainter
+from PySide6.QtGui import QColor, QMouseEvent, QPainter, QPaintEvent
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -60,7 +60,7 @@ class AttentionHeatmap(QWidget):
         left = 64.0
         return left, (self.width() - left - 4) / max(cols, 1), (self.height() - 4) / max(rows, 1)
 
-    def paintEvent(self, _event) -> None:  # type: ignore[no-untyped-def]
+    def paintEvent(self, _event: QPaintEvent) -> None:
         if self.grid is None or not self.grid.size:
             return
         p = QPainter(self)
@@ -100,6 +100,7 @@ class AttentionHeatmap(QWidget):
             QToolTip.hideText()
             return
         row, col = hit
+        assert self.grid is not None  # _at found a cell, so there is a grid
         QToolTip.showText(event.globalPosition().toPoint(),
                           f"{self.layer_names[row]}, token {col}: "
                           f"‘{visible(self.pieces[col])}’\n{describe(float(self.grid[row, col]))}",

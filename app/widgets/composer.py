@@ -103,16 +103,17 @@ class Composer(QFrame):
             self.warning.hide()
             return
         self.meter.setText(f"{used:,} / {n_ctx:,} tokens")
-        over = limit is not None and used > limit
+        excess = used - limit if limit is not None else 0
+        over = excess > 0
         self.meter.setProperty("over", over)
         self.meter.style().unpolish(self.meter)
         self.meter.style().polish(self.meter)
         if over:
             if policy == "drop_oldest":
-                text = (f"Too long for the context by {used - limit:,} tokens: the oldest "
+                text = (f"Too long for the context by {excess:,} tokens: the oldest "
                         "messages will be left out of the prompt.")
             else:
-                text = (f"Too long for the context by {used - limit:,} tokens: the model "
+                text = (f"Too long for the context by {excess:,} tokens: the model "
                         "will refuse it. Shorten it, start a new chat, or allow dropping "
                         "old messages in Settings.")
             self.warning.setText(text)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 
 from PySide6.QtCore import QTimer, Signal
 from PySide6.QtGui import QFontDatabase
@@ -189,7 +190,7 @@ class ConstraintsEditor(QWidget):
             layout.addWidget(widget, 1 if isinstance(widget, QPlainTextEdit) else 0)
         return page
 
-    def _debounce(self, slot) -> QTimer:  # type: ignore[no-untyped-def]
+    def _debounce(self, slot: Callable[[], object]) -> QTimer:
         timer = QTimer(self)
         timer.setSingleShot(True)
         timer.setInterval(DEBOUNCE_MS)
@@ -296,7 +297,8 @@ class ConstraintsEditor(QWidget):
             if not self.grammar.toPlainText().strip():
                 found.append("The grammar is empty.")
             elif self.grammar_state() == "invalid":
-                found += ["Grammar: " + p for p in self._grammar_checked[1]]  # type: ignore[index]
+                assert self._grammar_checked is not None  # "invalid" comes from a stored check
+                found += ["Grammar: " + p for p in self._grammar_checked[1]]
         elif shape == SCHEMA:
             if self._schema_result[0] != self.schema.toPlainText():
                 self._update_schema_preview()
@@ -336,8 +338,9 @@ class ConstraintsEditor(QWidget):
             if not self.grammar.toPlainText().strip():
                 self._set(self.grammar_status, "The grammar is empty.", True)
             elif state == "invalid":
+                assert self._grammar_checked is not None  # "invalid" comes from a stored check
                 self._set(self.grammar_status, "\n".join(
-                    "✗ " + p for p in self._grammar_checked[1]), True)  # type: ignore[index]
+                    "✗ " + p for p in self._grammar_checked[1]), True)
             else:
                 self._set(self.grammar_status, "✓ Valid grammar" if state == "ok"
                           else "Checking with llama.cpp…", False)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import cast
 
 from PySide6.QtCore import QPoint, Qt, QTimer, Signal
 from PySide6.QtGui import QIcon, QKeyEvent
@@ -153,8 +154,9 @@ class ConversationList(QWidget):
         if self.list.count():
             self._activate(self.list.item(0))
 
-    def _with_current(self, action) -> None:  # type: ignore[no-untyped-def]
-        item = self.list.currentItem()
+    def _with_current(self, action: Callable[[str], object]) -> None:
+        # PySide6's stub omits that currentItem() returns None when nothing is current.
+        item = cast("QListWidgetItem | None", self.list.currentItem())
         if item is not None and item.data(ID_ROLE):
             action(item.data(ID_ROLE))
 

@@ -4,7 +4,7 @@ reason and is not added."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,7 +121,7 @@ class DocumentPicker(QFrame):
 
     # ---------------------------------------------------------------- adding
 
-    def add_files(self, paths: list[str | Path]) -> None:
+    def add_files(self, paths: Sequence[str | Path]) -> None:
         if not paths:
             return
         self.clear_error()

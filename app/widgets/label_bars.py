@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from PySide6.QtCore import QRectF, QSize, Qt
-from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPaintEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from app.theme import palettes
@@ -53,7 +53,7 @@ class ProbabilityBars(QWidget):
         widest = max((metrics.horizontalAdvance(label) for label, _ in self.rows), default=0)
         return min(widest + 4, MAX_LABEL_W, self.width() // 3)
 
-    def paintEvent(self, _event) -> None:  # type: ignore[no-untyped-def]
+    def paintEvent(self, _event: QPaintEvent) -> None:
         if not self.rows:
             return
         colours = palettes()[self.scheme]

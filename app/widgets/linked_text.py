@@ -22,7 +22,7 @@ class LinkedTextView(QTextBrowser):
         self.setOpenExternalLinks(False)
         self.anchorClicked.connect(self._clicked)
 
-    def loadResource(self, kind: int, url: QUrl) -> None:
+    def loadResource(self, kind: int, url: QUrl | str) -> None:
         return None
 
     def _clicked(self, url: QUrl) -> None:

@@ -71,7 +71,7 @@ class TextSegment(SafeTextBrowser):
         self.blocks.append(markdown)
         self.size_chars += len(markdown)
 
-    def render(self) -> None:
+    def render(self) -> None:  # type: ignore[override]  # shadows QWidget.render; a test patches it
         self._tail_start = None
         document = self.document()
         document.setMarkdown("\n\n".join(self.blocks), MARKDOWN_FEATURES)
@@ -133,7 +133,8 @@ class CodeBlock(QFrame):
         self.editor.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self.editor.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.editor.blockCountChanged.connect(self._fit_height)
-        self.editor.wheelEvent = lambda event: event.ignore()  # type: ignore[method-assign]
+        self.editor.wheelEvent = (  # type: ignore[method-assign]  # per-instance override
+            lambda event: event.ignore())
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 4)
         layout.setSpacing(0)
@@ -198,7 +199,8 @@ class MarkdownBody(QWidget):
         return self._parts[0] if self._parts else ""
 
     def segments(self) -> list[QWidget]:
-        return [self._layout.itemAt(i).widget() for i in range(self._layout.count())]
+        items = (self._layout.itemAt(i) for i in range(self._layout.count()))
+        return [w for item in items if item is not None and (w := item.widget()) is not None]
 
     def code_blocks(self) -> list[CodeBlock]:
         return [w for w in self.segments() if isinstance(w, CodeBlock)]
@@ -214,7 +216,9 @@ class MarkdownBody(QWidget):
 
     def _reset(self) -> None:
         while self._layout.count():
-            widget = self._layout.takeAt(0).widget()
+            item = self._layout.takeAt(0)
+            assert item is not None  # count() > 0
+            widget = item.widget()
             if widget is not None:
                 widget.hide()
                 widget.deleteLater()

@@ -87,7 +87,7 @@ class MessageBubble(QFrame):
             header.addWidget(button)
 
         if message.role == "assistant":
-            self.body: QWidget = MarkdownBody()
+            self.body: MarkdownBody | SafeTextBrowser = MarkdownBody()
         else:
             self.body = SafeTextBrowser()
             self.body.setObjectName("plainMessage")

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Qt, QThreadPool, Signal
+from PySide6.QtGui import QStandardItemModel
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -103,13 +104,15 @@ class ModelPicker(QWidget):
         self.entries = list(entries)
         self.combo.blockSignals(True)
         self.combo.clear()
+        model = self.combo.model()
+        assert isinstance(model, QStandardItemModel)  # QComboBox's own model; none is set
         for entry in self.entries:
             self.combo.addItem(describe_entry(entry, self._n_ctx, self._kv_type), str(entry.path))
             index = self.combo.count() - 1
             tip = str(entry.path) if entry.ok else f"{entry.path}\nCannot be used: {entry.error}"
             self.combo.setItemData(index, tip, Qt.ItemDataRole.ToolTipRole)
             if not entry.ok:
-                self.combo.model().item(index).setEnabled(False)
+                model.item(index).setEnabled(False)
         if self._current and self.combo.findData(self._current) < 0:
             self.combo.addItem(Path(self._current).name, self._current)
         self.combo.addItem("Open a GGUF file…", BROWSE)

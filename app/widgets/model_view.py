@@ -4,7 +4,7 @@ query heads grouped onto their key/value heads, and what that means for the KV c
 from __future__ import annotations
 
 from PySide6.QtCore import QRectF, QSize, Qt
-from PySide6.QtGui import QColor, QFont, QPainter, QPen
+from PySide6.QtGui import QColor, QFont, QPainter, QPaintEvent, QPen
 from PySide6.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
@@ -49,7 +49,7 @@ class ArchitectureDiagram(QWidget):
     def sizeHint(self) -> QSize:
         return QSize(420, 470)
 
-    def paintEvent(self, _event) -> None:  # type: ignore[no-untyped-def]
+    def paintEvent(self, _event: QPaintEvent) -> None:
         info = self.info
         if info is None:
             return

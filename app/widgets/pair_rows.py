@@ -9,11 +9,12 @@ def append_pair(table: QTableWidget, first: str, second: str) -> int:
     """Add a row; an empty one gets the focus with its first cell open for typing."""
     row = table.rowCount()
     table.insertRow(row)
-    table.setItem(row, 0, QTableWidgetItem(first))
+    first_item = QTableWidgetItem(first)
+    table.setItem(row, 0, first_item)
     table.setItem(row, 1, QTableWidgetItem(second))
     if not first:
         table.setCurrentCell(row, 0)
-        table.editItem(table.item(row, 0))
+        table.editItem(first_item)
     return row
 
 

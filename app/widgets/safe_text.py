@@ -49,7 +49,7 @@ def confirm_and_open(parent: QWidget | None, url: QUrl) -> bool:
 
 
 class SafeDocument(QTextDocument):
-    def loadResource(self, kind: int, url: QUrl) -> None:
+    def loadResource(self, kind: int, url: QUrl | str) -> None:
         return None
 
 
@@ -71,7 +71,7 @@ class SafeTextBrowser(QTextBrowser):
         self.anchorClicked.connect(lambda url: confirm_and_open(self, url))
         self._fit_height()
 
-    def loadResource(self, kind: int, url: QUrl) -> None:
+    def loadResource(self, kind: int, url: QUrl | str) -> None:
         self.resource_requested.emit(url)
         return None
 

@@ -20,6 +20,8 @@ from engine.options import SamplingParams
 SKIPPED = frozenset({"grammar", "logit_bias", "n_probs"})
 _INT_LIMIT = 2**31 - 1
 
+SamplingControl = QCheckBox | QSpinBox | QDoubleSpinBox | QPlainTextEdit
+
 
 def _label(name: str) -> str:
     return name.replace("_", " ").capitalize()
@@ -31,7 +33,7 @@ class SamplingForm(QWidget):
     def __init__(self, values: dict[str, Any] | None = None,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.controls: dict[str, QWidget] = {}
+        self.controls: dict[str, SamplingControl] = {}
         layout = QFormLayout(self)
         defaults = SamplingParams()
         for f in fields(SamplingParams):
@@ -41,7 +43,7 @@ class SamplingForm(QWidget):
             lo, hi, step = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("step")
             help_text = f.metadata.get("help", "")
             if isinstance(default, bool):
-                control: QWidget = QCheckBox(help_text)
+                control: SamplingControl = QCheckBox(help_text)
             elif isinstance(default, int):
                 control = QSpinBox()
                 control.setRange(int(lo if lo is not None else -_INT_LIMIT),

@@ -140,7 +140,7 @@ class SettingsDialog(QDialog):
         row.addWidget(title, 1)
         row.addWidget(reset)
         layout.addLayout(row)
-        self.sampling = SamplingForm(settings.sampling)
+        self.sampling: SamplingForm = SamplingForm(settings.sampling)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.sampling)

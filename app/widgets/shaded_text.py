@@ -11,7 +11,7 @@ import html
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from PySide6.QtCore import QPoint, Signal
+from PySide6.QtCore import QEvent, QPoint, QUrl, Signal
 from PySide6.QtGui import QColor, QMouseEvent
 from PySide6.QtWidgets import QTextBrowser, QToolTip, QWidget
 
@@ -130,13 +130,13 @@ class ShadedText(QTextBrowser):
                 QToolTip.hideText()
         super().mouseMoveEvent(event)
 
-    def leaveEvent(self, event) -> None:  # type: ignore[no-untyped-def]
+    def leaveEvent(self, event: QEvent) -> None:
         if self._hover != -1:
             self._hover = -1
             self.hovered.emit(-1)
         super().leaveEvent(event)
 
-    def _anchor_clicked(self, url) -> None:  # type: ignore[no-untyped-def]
+    def _anchor_clicked(self, url: QUrl) -> None:
         anchor = url.toString()
         if anchor.startswith("p:"):
             index = int(anchor[2:])

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -241,7 +242,7 @@ class TokenView(QWidget):
         if self.pinned >= 0:
             self._show_record(self.pinned)
 
-    def showEvent(self, event) -> None:  # type: ignore[no-untyped-def]
+    def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
         if self._stale:
             self._refresh()
