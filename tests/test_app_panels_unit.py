@@ -54,6 +54,19 @@ def test_a_chat_reply_streams_into_its_bubble_and_is_stored(qtbot, fake_window):
     assert window.bridge.engine.ops().count("chat") == 1
 
 
+def test_the_bubble_shows_the_reply_while_it_streams(qtbot, fake_window):
+    words = [f"w{i}" for i in range(200)]
+    window = fake_window(FakeEngine(replies=(" ".join(words),), token_delay_s=0.005))
+    replies = window.chat.replies
+    window.chat.send("Stream, please.")
+    bubble = window.chat.view.bubble(replies.active.message_id)
+    qtbot.waitUntil(lambda: len(bubble.text().split()) >= 5, timeout=TIMEOUT_MS)
+    assert replies.busy and bubble.streaming  # shown live, before the reply finished
+    assert words[: len(bubble.text().split())] == bubble.text().split()
+    window.chat.stop()
+    qtbot.waitUntil(lambda: not replies.busy, timeout=TIMEOUT_MS)
+
+
 def test_a_crash_mid_reply_keeps_the_partial_text_and_offers_retry(qtbot, fake_window):
     engine = FakeEngine(replies=(REPLY,))
     window = fake_window(engine)
