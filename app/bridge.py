@@ -1,32 +1,45 @@
-"""Engine events -> Qt signals.
+"""Engine events -> Qt signals, one handle per job.
 
-``EngineBridge`` lives in the GUI thread and owns one ``EngineClient``. Every engine call
-(load, chat, token counting, forgetting a session) runs in ``_EngineWorker`` on a dedicated
-``QThread``, one at a time in the order asked; the GUI thread only emits requests and receives
-signals, so it never waits on the engine. ``cancel`` calls ``EngineClient.cancel()`` directly
-from the GUI thread (it is thread-safe).
+``EngineBridge`` lives in the GUI thread and owns one ``engine.api.Engine`` (by default the
+engine process's ``EngineClient``; tests pass a factory returning a ``FakeEngine``). Every
+engine call runs in ``_EngineWorker`` on a dedicated ``QThread``, one at a time in the order
+asked; the GUI thread only queues jobs and receives signals, so it never waits on the engine.
 
-A chat job may carry a ``ReplySink`` that the worker calls as the reply streams, so the reply
-is persisted from the worker thread before the GUI hears that it finished.
+Every job (a model load, a chat reply, a panel's task, a token count) is a *task function*
+``run(engine, cancelled)`` that yields what its panel wants to hear about and may ``return``
+its outcome. Submitting one returns a ``JobHandle`` whose signals carry only that job's
+events:
 
-Panels other than chat (summarize, translate, workbench) submit a ``TaskJob``: a function of
-the engine client and a cancel check that yields events. It runs in the same worker thread,
-queued behind everything asked before it; ``task_event`` carries what it yields and
-``task_finished`` ends it.
+- ``text(str)``: streamed text, for every ``str`` the task yields, coalesced to at most one
+  emission per screen refresh (``Coalescer``, the one token-coalescing implementation);
+- ``event(object)``: anything else the task yields;
+- ``finished(object)``: the outcome, once: what the task returned (a chat reply's ``Done`` or
+  ``Error``, a load's ``ModelLoaded``), else None; ``Done(CANCELLED)`` when it was cancelled,
+  ``Error`` when it raised.
+
+``JobHandle.cancel()`` stops that job alone (queued: it is skipped; running: the engine is
+told). The bridge's own signals are kept for global state: a model loaded, a load failed or
+was cancelled, busy changed, the engine started.
+
+A chat job carries a ``ReplySink`` that its task calls as the reply streams, in the worker
+thread, so the reply is persisted before the GUI hears that it finished (and a crash keeps
+the partial reply).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from engine.errors import Cancelled, VersoError
+from engine.api import Capabilities, Engine, Feature, require
+from engine.errors import Cancelled, UnsupportedError, VersoError
 from engine.events import (
     ContextTrimmed,
     Done,
@@ -39,17 +52,68 @@ from engine.events import (
     Token,
 )
 from engine.options import ChatMessage, ChatRequest, LoadSettings
-from engine.worker import EngineClient
 
 log = logging.getLogger(__name__)
 
 TOKEN_FLUSH_S = 1 / 60  # coalesce tokens arriving faster than the screen refreshes
 
+CancelCheck = Callable[[], bool]
+TaskFn = Callable[[Engine, CancelCheck], Iterator[object]]
+"""Runs in the engine thread; yields records for the panel (``str``: streamed text) and may
+``return`` the job's outcome."""
+
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------------- coalescing
+
+class Coalescer(Generic[T]):
+    """Groups items that arrive faster than ``flush_s`` apart: ``add`` hands back the pending
+    batch when it is due (the first item at once), ``flush`` whatever is left."""
+
+    def __init__(self, flush_s: float = TOKEN_FLUSH_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._flush_s = flush_s
+        self._clock = clock
+        self._pending: list[T] = []
+        self._last = -math.inf
+
+    def add(self, item: T, force: bool = False) -> list[T] | None:
+        self._pending.append(item)
+        now = self._clock()
+        if force or now - self._last >= self._flush_s:
+            self._last = now
+            return self.flush()
+        return None
+
+    def flush(self) -> list[T]:
+        out, self._pending = self._pending, []
+        return out
+
+
+def coalesce(items: Iterable[T], final: Callable[[T], bool] = lambda _item: False,
+             flush_s: float = TOKEN_FLUSH_S,
+             clock: Callable[[], float] = time.monotonic) -> Iterator[list[T]]:
+    """``items`` in batches (see ``Coalescer``); an item for which ``final`` is true ends its
+    batch at once."""
+    coalescer: Coalescer[T] = Coalescer(flush_s, clock)
+    for item in items:
+        batch = coalescer.add(item, force=final(item))
+        if batch:
+            yield batch
+    rest = coalescer.flush()
+    if rest:
+        yield rest
+
+
+# ---------------------------------------------------------------------- tasks
 
 class ReplySink(Protocol):
     """Receives a reply as it streams, in the worker thread."""
 
     def text(self, chunk: str) -> None: ...
+
+    def retract(self, n_chars: int) -> None: ...
 
     def trimmed(self, event: ContextTrimmed) -> None: ...
 
@@ -58,24 +122,213 @@ class ReplySink(Protocol):
     def failed(self, event: Error) -> None: ...
 
 
-@dataclass(frozen=True)
-class ChatJob:
-    id: str
-    request: ChatRequest
-    sink: ReplySink | None = None
+@dataclass(frozen=True, slots=True)
+class TokenCount:
+    """What a count job yields: the tokens, or None when they cannot be counted now."""
+
+    tokens: int | None
 
 
-CancelCheck = Callable[[], bool]
-TaskFn = Callable[[EngineClient, CancelCheck], Iterator[object]]
+def chat_task(request: ChatRequest, sink: ReplySink | None = None) -> TaskFn:
+    """A chat reply: streams its text (``str``), yields ``ContextTrimmed``/``Progress``/
+    ``Rollback`` and returns the final ``Done`` or ``Error``, which ``sink`` has stored by
+    then."""
+
+    def run(engine: Engine, cancelled: CancelCheck) -> Iterator[object]:
+        end: Done | Error | None = None
+        try:
+            for event in engine.chat(request):
+                if isinstance(event, Token):
+                    if event.text:
+                        if sink is not None:
+                            sink.text(event.text)
+                        yield event.text
+                elif isinstance(event, Done | Error):
+                    end = event  # keep iterating: the stream ends by itself
+                else:
+                    if sink is not None and isinstance(event, ContextTrimmed):
+                        sink.trimmed(event)
+                    elif sink is not None and isinstance(event, Rollback):
+                        sink.retract(event.n_chars)
+                    yield event
+        except VersoError as exc:
+            end = Error(exc.kind, str(exc))
+        except Exception as exc:  # a bug must reach the user as an error, not a hang
+            log.exception("chat request failed")
+            end = Error(ErrorKind.INTERNAL, f"The request failed: {exc}")
+        if end is None:
+            end = Error(ErrorKind.INTERNAL, "The engine ended the reply without a result.")
+        if sink is not None:
+            try:
+                if isinstance(end, Done):
+                    sink.done(end)
+                else:
+                    sink.failed(end)
+            except Exception:
+                log.exception("saving the reply failed")
+        return end
+
+    return run
 
 
-@dataclass(frozen=True)
-class TaskJob:
-    """Work for the engine thread. ``run`` is called there with the client and a cancel check
-    (True once the user cancelled) and yields whatever the panel wants to hear about."""
+def load_task(settings: LoadSettings) -> TaskFn:
+    """Loading a model: its progress and ``ModelLoaded`` go to the bridge's global signals;
+    returns the ``ModelLoaded``, the ``Error`` or ``Done(CANCELLED)``."""
 
-    id: str
-    run: TaskFn
+    def run(engine: Engine, cancelled: CancelCheck) -> Iterator[object]:
+        outcome: object = None
+        try:
+            for event in engine.load(settings):
+                if isinstance(event, Error | Done):
+                    outcome = event
+                else:
+                    if isinstance(event, ModelLoaded):
+                        outcome = event
+                    yield event
+        except VersoError as exc:
+            outcome = Error(exc.kind, str(exc))
+        except Exception as exc:
+            log.exception("model load failed")
+            outcome = Error(ErrorKind.INTERNAL, f"Loading failed: {exc}")
+        if outcome is None:
+            outcome = Done(FinishReason.CANCELLED) if cancelled() else Error(
+                ErrorKind.INTERNAL, "The engine ended the load without a result.")
+        return outcome
+
+    return run
+
+
+def _count_task(count: Callable[[Engine], int]) -> TaskFn:
+    def run(engine: Engine, cancelled: CancelCheck) -> Iterator[object]:
+        try:
+            tokens: int | None = count(engine)
+        except VersoError as exc:
+            log.info("token count failed: %s", exc)
+            tokens = None
+        yield TokenCount(tokens)
+
+    return run
+
+
+# ---------------------------------------------------------------------- handles
+
+class JobHandle(QObject):
+    """One submitted job. Its signals carry only this job's events (in the GUI thread)."""
+
+    text = Signal(str)  # streamed text, coalesced
+    event = Signal(object)  # whatever else the task yielded
+    finished = Signal(object)  # the outcome (see the module's docstring); emitted once
+
+    def __init__(self, bridge: EngineBridge, job_id: str, kind: str, fn: TaskFn,
+                 busy: bool = True, cancels_engine: bool = True) -> None:
+        super().__init__()
+        self.id = job_id
+        self.kind = kind
+        self.fn = fn
+        self.busy = busy  # counts towards ``EngineBridge.busy``
+        self.cancels_engine = cancels_engine  # cancel() interrupts the engine when running
+        self.outcome: object = None
+        self.done = False
+        self._bridge = bridge
+        self._cancelled = threading.Event()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        """Stop this job (skipped if still queued); safe to call any time, any number of
+        times. ``finished`` still comes, with ``Done(CANCELLED)`` unless it ended first."""
+        if self.done or self._cancelled.is_set():
+            return
+        self._cancelled.set()
+        self._bridge._cancel_running(self)
+
+    def __repr__(self) -> str:
+        return f"JobHandle({self.id!r})"
+
+
+# ---------------------------------------------------------------------- worker
+
+class _EngineWorker(QObject):
+    started = Signal()
+    load_event = Signal(object)
+    job_text = Signal(object, str)
+    job_event = Signal(object, object)
+    job_finished = Signal(object, object)
+
+    def __init__(self, engine: Engine, shared: _Shared) -> None:
+        super().__init__()
+        self._engine = engine
+        self._shared = shared
+
+    @Slot()
+    def run_start(self) -> None:
+        """Start the engine ahead of the first request (the engine process's imports take a
+        while) and wait until it answers, so loading a model later costs only the load."""
+        try:
+            self._engine.start()
+            self._engine.unload()
+        except Exception as exc:
+            log.warning("starting the engine failed: %s", exc)
+        self.started.emit()
+
+    @Slot(object)
+    def run_job(self, job: JobHandle) -> None:
+        if job.cancelled:
+            self.job_finished.emit(job, Done(FinishReason.CANCELLED))
+            return
+        with self._shared.lock:
+            self._shared.current = job
+        text: Coalescer[str] = Coalescer()
+        outcome: object = None
+        cancel_sent = False
+        saw_loaded = False
+        before = self._engine.loaded
+        try:
+            steps = job.fn(self._engine, lambda: job.cancelled)
+            while True:
+                try:
+                    item = next(steps)
+                except StopIteration as stop:
+                    outcome = stop.value
+                    break
+                if job.cancelled and not cancel_sent and job.cancels_engine:
+                    self._engine.cancel()  # the cancel may have come before the request
+                    cancel_sent = True
+                if isinstance(item, str):
+                    batch = text.add(item)
+                    if batch:
+                        self.job_text.emit(job, "".join(batch))
+                    continue
+                pending = text.flush()
+                if pending:
+                    self.job_text.emit(job, "".join(pending))
+                if isinstance(item, ModelLoaded) or (isinstance(item, Progress)
+                                                     and item.stage == "load"):
+                    saw_loaded = saw_loaded or isinstance(item, ModelLoaded)
+                    self.load_event.emit(item)
+                    continue
+                self.job_event.emit(job, item)
+        except Cancelled:
+            outcome = Done(FinishReason.CANCELLED)
+        except VersoError as exc:
+            outcome = Error(exc.kind, str(exc))
+        except Exception as exc:  # a bug must reach the panel as an error, not a hang
+            log.exception("job %s failed", job.id)
+            outcome = Error(ErrorKind.INTERNAL, f"The task failed: {exc}")
+        finally:
+            pending = text.flush()
+            if pending:
+                self.job_text.emit(job, "".join(pending))
+            with self._shared.lock:
+                self._shared.current = None
+        if outcome is None and job.cancelled:
+            outcome = Done(FinishReason.CANCELLED)
+        after = self._engine.loaded
+        if not saw_loaded and after is not None and after is not before:
+            self.load_event.emit(after)  # the engine had stopped; the job restarted it
+        self.job_finished.emit(job, outcome)
 
 
 class _Shared:
@@ -83,342 +336,165 @@ class _Shared:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.cancelled: set[str] = set()
-        self.current: str | None = None
-        self.pending_count: tuple[int, tuple[ChatMessage, ...]] | None = None
-
-    def take_cancelled(self, job_id: str) -> bool:
-        with self.lock:
-            if job_id in self.cancelled:
-                self.cancelled.discard(job_id)
-                return True
-            return False
+        self.current: JobHandle | None = None
 
 
-class _EngineWorker(QObject):
-    started = Signal()
-    load_event = Signal(object)
-    chat_event = Signal(str, object)
-    chat_text = Signal(str, str)
-    counted = Signal(int, int)
-    task_event = Signal(str, object)
-    task_finished = Signal(str, object)
-
-    def __init__(self, client: EngineClient, shared: _Shared) -> None:
-        super().__init__()
-        self._client = client
-        self._shared = shared
-        self._has_model = False
-
-    @Slot()
-    def run_start(self) -> None:
-        """Start the engine process ahead of the first request (its imports take a while)
-        and wait until it answers, so loading a model later costs only the load."""
-        try:
-            self._client.start()
-            self._client.unload()
-        except Exception as exc:
-            log.warning("starting the engine failed: %s", exc)
-        self.started.emit()
-
-    @Slot(str, object)
-    def run_load(self, job_id: str, settings: LoadSettings) -> None:
-        if self._shared.take_cancelled(job_id):
-            self.load_event.emit(Done(FinishReason.CANCELLED))
-            return
-        with self._shared.lock:
-            self._shared.current = job_id
-        cancel_sent = False
-        try:
-            for event in self._client.load(settings):
-                if not cancel_sent and job_id in self._shared.cancelled:
-                    self._client.cancel()
-                    cancel_sent = True
-                if isinstance(event, ModelLoaded):
-                    self._has_model = True
-                elif isinstance(event, Error) and self._client.loaded is None:
-                    self._has_model = False
-                self.load_event.emit(event)
-        except Exception as exc:  # a bug must reach the user as an error, not a hang
-            log.exception("model load failed")
-            self.load_event.emit(Error(ErrorKind.INTERNAL, f"Loading failed: {exc}"))
-        finally:
-            with self._shared.lock:
-                self._shared.current = None
-                self._shared.cancelled.discard(job_id)
-
-    @Slot(object)
-    def run_chat(self, job: ChatJob) -> None:
-        if self._shared.take_cancelled(job.id):
-            self._finish(job, Done(FinishReason.CANCELLED))
-            return
-        with self._shared.lock:
-            self._shared.current = job.id
-        pending: list[str] = []
-        last_flush = 0.0
-        cancel_sent = False
-        ended = False
-        try:
-            for event in self._client.chat(job.request):
-                if not cancel_sent and job.id in self._shared.cancelled:
-                    self._client.cancel()
-                    cancel_sent = True
-                if isinstance(event, Token):
-                    if not event.text:
-                        continue
-                    pending.append(event.text)
-                    if job.sink is not None:
-                        job.sink.text(event.text)
-                    now = time.monotonic()
-                    if now - last_flush >= TOKEN_FLUSH_S:
-                        self.chat_text.emit(job.id, "".join(pending))
-                        pending.clear()
-                        last_flush = now
-                    continue
-                if pending:
-                    self.chat_text.emit(job.id, "".join(pending))
-                    pending.clear()
-                if isinstance(event, Done | Error):
-                    ended = True
-                    self._finish(job, event)
-                elif isinstance(event, ModelLoaded):
-                    self._has_model = True
-                    self.load_event.emit(event)
-                elif isinstance(event, Progress) and event.stage == "load":
-                    self.load_event.emit(event)
-                else:
-                    if isinstance(event, ContextTrimmed) and job.sink is not None:
-                        job.sink.trimmed(event)
-                    if isinstance(event, Rollback) and job.sink is not None:
-                        job.sink.retract(event.n_chars)
-                    self.chat_event.emit(job.id, event)
-        except Exception as exc:
-            log.exception("chat request failed")
-            if not ended:
-                ended = True
-                self._finish(job, Error(ErrorKind.INTERNAL, f"The request failed: {exc}"))
-        finally:
-            with self._shared.lock:
-                self._shared.current = None
-                self._shared.cancelled.discard(job.id)
-        if not ended:
-            self._finish(job, Error(ErrorKind.INTERNAL, "The engine ended the reply without "
-                                                        "a result."))
-
-    def _finish(self, job: ChatJob, event: Done | Error) -> None:
-        if job.sink is not None:
-            try:
-                if isinstance(event, Done):
-                    job.sink.done(event)
-                else:
-                    job.sink.failed(event)
-            except Exception:
-                log.exception("saving the reply failed")
-        self.chat_event.emit(job.id, event)
-
-    @Slot(object)
-    def run_task(self, job: TaskJob) -> None:
-        if self._shared.take_cancelled(job.id):
-            self.task_finished.emit(job.id, Done(FinishReason.CANCELLED))
-            return
-        with self._shared.lock:
-            self._shared.current = job.id
-
-        def cancelled() -> bool:
-            with self._shared.lock:
-                return job.id in self._shared.cancelled
-
-        outcome: object = None
-        before = self._client.loaded
-        try:
-            for event in job.run(self._client, cancelled):
-                if isinstance(event, ModelLoaded) or (isinstance(event, Progress)
-                                                      and event.stage == "load"):
-                    self.load_event.emit(event)
-                    continue
-                self.task_event.emit(job.id, event)
-        except Cancelled:
-            outcome = Done(FinishReason.CANCELLED)
-        except VersoError as exc:
-            outcome = Error(exc.kind, str(exc))
-        except Exception as exc:
-            log.exception("task %s failed", job.id)
-            outcome = Error(ErrorKind.INTERNAL, f"The task failed: {exc}")
-        finally:
-            with self._shared.lock:
-                self._shared.current = None
-                was_cancelled = job.id in self._shared.cancelled
-                self._shared.cancelled.discard(job.id)
-        if outcome is None and was_cancelled:
-            outcome = Done(FinishReason.CANCELLED)
-        after = self._client.loaded
-        if after is not None and after is not before:
-            self._has_model = True
-            self.load_event.emit(after)  # the engine had stopped; the task restarted it
-        self.task_finished.emit(job.id, outcome)
-
-    @Slot()
-    def run_count(self) -> None:
-        with self._shared.lock:
-            item, self._shared.pending_count = self._shared.pending_count, None
-        if item is None:
-            return
-        seq, messages = item
-        if not self._has_model:
-            self.counted.emit(seq, -1)
-            return
-        before = self._client.loaded
-        try:
-            tokens = self._client.count_chat_tokens(messages)
-        except VersoError as exc:
-            log.info("token count failed: %s", exc)
-            tokens = -1
-        after = self._client.loaded
-        if after is not None and after is not before:
-            self.load_event.emit(after)  # the engine had stopped; counting restarted it
-        self.counted.emit(seq, tokens)
-
-    @Slot(str)
-    def run_forget(self, session_id: str) -> None:
-        try:
-            self._client.forget_session(session_id)
-        except VersoError as exc:
-            log.info("forgetting session %s failed: %s", session_id, exc)
-
+# ---------------------------------------------------------------------- the bridge
 
 class EngineBridge(QObject):
     """The GUI's handle on the engine. All methods are called from the GUI thread."""
 
     load_progress = Signal(object)  # Progress (stage "load")
-    model_loaded = Signal(object)  # ModelLoaded
+    model_loaded = Signal(object)  # ModelLoaded (also after the engine restarted it)
     load_failed = Signal(object)  # Error
     load_cancelled = Signal()
-    reply_text = Signal(str, str)  # job id, new text
-    reply_event = Signal(str, object)  # job id, Progress | ContextTrimmed
-    reply_done = Signal(str, object)  # job id, Done
-    reply_failed = Signal(str, object)  # job id, Error
-    tokens_counted = Signal(int, int)  # request number, tokens (-1: unknown)
-    task_event = Signal(str, object)  # job id, whatever the task yielded
-    task_finished = Signal(str, object)  # job id, None (finished) | Done (cancelled) | Error
     busy_changed = Signal(bool)
     engine_started = Signal()
 
     _do_start = Signal()
-    _do_load = Signal(str, object)
-    _do_chat = Signal(object)
-    _do_count = Signal()
-    _do_forget = Signal(str)
-    _do_task = Signal(object)
+    _do_job = Signal(object)
 
-    def __init__(self, client_factory: Callable[[], EngineClient] = EngineClient,
+    def __init__(self, engine_factory: Callable[[], Engine] | None = None,
                  parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.client = client_factory()
+        if engine_factory is None:
+            from engine.worker import EngineClient
+
+            engine_factory = EngineClient
+        self.engine: Engine = engine_factory()
         self.loaded: ModelLoaded | None = None
         self.loading: LoadSettings | None = None
+        self._load_job: JobHandle | None = None
         self._shared = _Shared()
-        self._count_seq = 0
-        self._jobs: set[str] = set()
-        self._load_seq = 0
+        self._jobs: list[JobHandle] = []  # submitted, not finished
+        self._seq = 0
         self._thread = QThread()
         self._thread.setObjectName("verso-engine-bridge")
-        self._worker = _EngineWorker(self.client, self._shared)
+        self._worker = _EngineWorker(self.engine, self._shared)
         self._worker.moveToThread(self._thread)
         self._do_start.connect(self._worker.run_start)
-        self._do_load.connect(self._worker.run_load)
-        self._do_chat.connect(self._worker.run_chat)
-        self._do_count.connect(self._worker.run_count)
-        self._do_forget.connect(self._worker.run_forget)
-        self._do_task.connect(self._worker.run_task)
+        self._do_job.connect(self._worker.run_job)
         self._worker.started.connect(self._on_started)
         self._worker.load_event.connect(self._on_load_event)
-        self._worker.chat_event.connect(self._on_chat_event)
-        self._worker.chat_text.connect(self._on_chat_text)
-        self._worker.counted.connect(self._on_counted)
-        self._worker.task_event.connect(self._on_task_event)
-        self._worker.task_finished.connect(self._on_task_finished)
+        self._worker.job_text.connect(self._on_job_text)
+        self._worker.job_event.connect(self._on_job_event)
+        self._worker.job_finished.connect(self._on_job_finished)
         self._closed = False
         self._thread.start()
 
+    # ------------------------------------------------------------------ state
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.engine.capabilities
+
+    def has(self, feature: Feature) -> bool:
+        return self.engine.capabilities.has(feature)
+
+    def unavailable(self, feature: Feature) -> str:
+        """Why ``feature`` cannot be used with this backend ("" when it can), in the words
+        ``engine.api.require`` uses."""
+        try:
+            require(self.engine.capabilities, feature)
+        except UnsupportedError as exc:
+            return str(exc)
+        return ""
+
     @property
     def busy(self) -> bool:
-        return bool(self._jobs) or self.loading is not None
+        return any(job.busy for job in self._jobs) or self.loading is not None
 
-    def start_engine(self) -> None:
-        """Start the engine process in the background; ``engine_started`` says when."""
-        self._do_start.emit()
+    def jobs(self) -> list[JobHandle]:
+        """Jobs submitted and not finished, oldest first."""
+        return list(self._jobs)
 
-    def load(self, settings: LoadSettings) -> None:
-        self._load_seq += 1
+    # ------------------------------------------------------------------ jobs
+
+    def submit(self, kind: str, fn: TaskFn, busy: bool = True,
+               cancels_engine: bool = True) -> JobHandle:
+        """Queue ``fn`` for the engine thread; the returned handle answers."""
+        self._seq += 1
+        job = JobHandle(self, f"{kind}-{self._seq}", kind, fn, busy, cancels_engine)
+        self._jobs.append(job)
+        if busy:
+            self.busy_changed.emit(True)
+        self._do_job.emit(job)
+        return job
+
+    def run_task(self, kind: str, fn: TaskFn) -> JobHandle:
+        """A panel's task (summarize, translate, workbench, classify …)."""
+        return self.submit(kind, fn)
+
+    def chat(self, request: ChatRequest, sink: ReplySink | None = None) -> JobHandle:
+        """A chat reply, an ordinary task (``chat_task``): ``text`` streams it, ``event``
+        carries ``ContextTrimmed``/``Progress``/``Rollback``, ``finished`` its ``Done`` or
+        ``Error`` after ``sink`` stored it."""
+        return self.submit("chat", chat_task(request, sink))
+
+    def load(self, settings: LoadSettings) -> JobHandle:
+        """Load a model; ``model_loaded``/``load_failed``/``load_cancelled`` say how it went
+        (the handle's ``finished`` too)."""
         self.loading = settings
+        job = self.submit("load", load_task(settings), busy=False)
+        self._load_job = job
         self.busy_changed.emit(True)
-        self._do_load.emit(f"load-{self._load_seq}", settings)
+        return job
 
     def cancel_load(self) -> None:
-        if self.loading is None:
-            return
+        if self.loading is not None and self._load_job is not None:
+            self._load_job.cancel()
+
+    def count_chat_tokens(self, messages: Sequence[ChatMessage]) -> JobHandle:
+        """The prompt size of ``messages``: the handle's ``event`` carries a ``TokenCount``."""
+        messages = tuple(messages)
+        return self.submit("count", _count_task(lambda e: e.count_chat_tokens(messages)),
+                           busy=False, cancels_engine=False)
+
+    def count_tokens(self, text: str | Callable[[], str]) -> JobHandle:
+        """Tokens of a text (a document), counted by the engine: ``event`` carries a
+        ``TokenCount``. ``text`` may be a function, called in the engine thread."""
+        get = text if callable(text) else (lambda: text)
+        return self.submit("count", _count_task(lambda e: e.count_tokens(get())),
+                           busy=False, cancels_engine=False)
+
+    def forget_session(self, session_id: str) -> JobHandle:
+        def run(engine: Engine, cancelled: CancelCheck) -> Iterator[object]:
+            yield from ()
+            try:
+                engine.forget_session(session_id)
+            except VersoError as exc:
+                log.info("forgetting session %s failed: %s", session_id, exc)
+
+        return self.submit("forget", run, busy=False, cancels_engine=False)
+
+    def _cancel_running(self, job: JobHandle) -> None:
         with self._shared.lock:
-            job = f"load-{self._load_seq}"
-            self._shared.cancelled.add(job)
-            running = self._shared.current == job
-        if running:
-            self.client.cancel()
+            running = self._shared.current is job
+        if running and job.cancels_engine:
+            self.engine.cancel()
 
-    def chat(self, job: ChatJob) -> None:
-        self._jobs.add(job.id)
-        self.busy_changed.emit(True)
-        self._do_chat.emit(job)
+    # ------------------------------------------------------------------ lifecycle
 
-    def run_task(self, job: TaskJob) -> None:
-        """Queue ``job`` for the engine thread; ``task_event``/``task_finished`` answer."""
-        self._jobs.add(job.id)
-        self.busy_changed.emit(True)
-        self._do_task.emit(job)
-
-    def cancel(self, job_id: str | None = None) -> None:
-        """Stop a reply (the running one when ``job_id`` is None); safe to call any time."""
-        with self._shared.lock:
-            target = job_id or self._shared.current
-            if target is None or (target not in self._jobs):
-                return
-            self._shared.cancelled.add(target)
-            running = self._shared.current == target
-        if running:
-            self.client.cancel()
-
-    def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
-        """Ask for the prompt size of ``messages``; answered by ``tokens_counted`` with the
-        returned number. Requests made while the engine is busy collapse into the latest."""
-        self._count_seq += 1
-        with self._shared.lock:
-            queued = self._shared.pending_count is not None
-            self._shared.pending_count = (self._count_seq, tuple(messages))
-        if not queued:
-            self._do_count.emit()
-        return self._count_seq
-
-    def forget_session(self, session_id: str) -> None:
-        self._do_forget.emit(session_id)
+    def start_engine(self) -> None:
+        """Start the engine in the background; ``engine_started`` says when."""
+        self._do_start.emit()
 
     def kill_engine(self) -> None:
-        """End the engine process now (tests, and a last resort); the next request restarts
+        """End the engine abruptly now (tests, and a last resort); the next request restarts
         it and reloads the model."""
-        self.client.kill()
+        self.engine.kill()
 
     def shutdown(self) -> None:
         if self._closed:
             return
         self._closed = True
-        with self._shared.lock:
-            self._shared.cancelled.update(self._jobs)
-            current = self._shared.current
-        if current is not None:
-            self.client.cancel()
+        for job in list(self._jobs):
+            job.cancel()
         self._thread.quit()
         if not self._thread.wait(10_000):
-            self.client.kill()
+            self.engine.kill()
             self._thread.wait(5_000)
-        self.client.close()
+        self.engine.close()
 
     # -------------------------------------------------------------- worker events
 
@@ -427,28 +503,40 @@ class EngineBridge(QObject):
         if not self._closed:
             self.engine_started.emit()
 
-    @Slot(str, str)
-    def _on_chat_text(self, job_id: str, text: str) -> None:
+    @Slot(object, str)
+    def _on_job_text(self, job: JobHandle, text: str) -> None:
         if not self._closed:
-            self.reply_text.emit(job_id, text)
+            job.text.emit(text)
 
-    @Slot(int, int)
-    def _on_counted(self, seq: int, tokens: int) -> None:
+    @Slot(object, object)
+    def _on_job_event(self, job: JobHandle, event: object) -> None:
         if not self._closed:
-            self.tokens_counted.emit(seq, tokens)
+            job.event.emit(event)
 
-    @Slot(str, object)
-    def _on_task_event(self, job_id: str, event: object) -> None:
-        if not self._closed:
-            self.task_event.emit(job_id, event)
-
-    @Slot(str, object)
-    def _on_task_finished(self, job_id: str, outcome: object) -> None:
+    @Slot(object, object)
+    def _on_job_finished(self, job: JobHandle, outcome: object) -> None:
+        if job in self._jobs:
+            self._jobs.remove(job)
+        job.done, job.outcome = True, outcome
         if self._closed:
             return
-        self._jobs.discard(job_id)
-        self.task_finished.emit(job_id, outcome)
-        self.busy_changed.emit(self.busy)
+        if job.kind == "load":
+            self._load_finished(job, outcome)
+        job.finished.emit(outcome)
+        if job.busy or job.kind == "load":
+            self.busy_changed.emit(self.busy)
+
+    def _load_finished(self, job: JobHandle, outcome: object) -> None:
+        latest = job is self._load_job  # else a later load was asked while it was queued
+        if latest:
+            self._load_job = None
+            self.loading = None  # (model_loaded was sent as the model arrived)
+        if isinstance(outcome, Error):
+            if self.engine.loaded is None:  # the engine had unloaded the previous model
+                self.loaded = None
+            self.load_failed.emit(outcome)
+        elif not isinstance(outcome, ModelLoaded) and latest:
+            self.load_cancelled.emit()
 
     @Slot(object)
     def _on_load_event(self, event: object) -> None:
@@ -462,27 +550,3 @@ class EngineBridge(QObject):
                 self.loading = None
             self.model_loaded.emit(event)
             self.busy_changed.emit(self.busy)
-        elif isinstance(event, Error):
-            self.loading = None
-            if self.client.loaded is None:  # the engine had unloaded the previous model
-                self.loaded = None
-            self.load_failed.emit(event)
-            self.busy_changed.emit(self.busy)
-        elif isinstance(event, Done):
-            self.loading = None
-            self.load_cancelled.emit()
-            self.busy_changed.emit(self.busy)
-
-    @Slot(str, object)
-    def _on_chat_event(self, job_id: str, event: object) -> None:
-        if self._closed:
-            return
-        if isinstance(event, Done | Error):
-            self._jobs.discard(job_id)
-            if isinstance(event, Done):
-                self.reply_done.emit(job_id, event)
-            else:
-                self.reply_failed.emit(job_id, event)
-            self.busy_changed.emit(self.busy)
-        else:
-            self.reply_event.emit(job_id, event)

@@ -1,8 +1,9 @@
 """Reading documents for the document panels without blocking the GUI thread.
 
 Files are parsed by ``engine.documents.load_document`` (itself a child process with limits);
-the wait for it, and the token count with the model's own vocabulary, happen on a pool
-thread. Results come back as signals. Shutting down kills any parser still running."""
+the wait for it happens on a pool thread. Token counts come from the engine, through the
+bridge (``EngineBridge.count_tokens``, queued on the engine thread): the GUI process never
+opens a model. Results come back as signals. Shutting down kills any parser still running."""
 
 from __future__ import annotations
 
@@ -16,53 +17,55 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QThreadPool, Signal
 
-from engine.documents import Document, document_from_text, load_document, vocab_token_counter
+from app.bridge import JobHandle, TokenCount
+from engine.documents import Document, document_from_text, load_document
 from engine.errors import VersoError
 
 log = logging.getLogger(__name__)
+
+Counter = Callable[[Document], "JobHandle | None"]
+"""Starts counting a document's tokens; None when nothing can count them (no model)."""
 
 
 @dataclass(frozen=True, slots=True)
 class LoadedDocument:
     document: Document
-    tokens: int | None  # with the current model's vocabulary; None without a model
+    tokens: int | None  # with the current model's vocabulary; None: unknown (or not yet)
     pasted: str | None = None  # the text as pasted or dropped (kept so a job can be resumed)
 
 
-def count_tokens(document: Document, model_path: str | None) -> int | None:
-    if not model_path:
-        return None
-    try:
-        return vocab_token_counter(model_path)(document.to_markdown())
-    except VersoError as exc:
-        log.info("token count failed: %s", exc)
-        return None
+def engine_counter(bridge) -> Counter:  # type: ignore[no-untyped-def]
+    """Counts with ``bridge``'s engine while it has a model."""
+    def count(document: Document) -> JobHandle | None:
+        if bridge.loaded is None:
+            return None
+        return bridge.count_tokens(document.to_markdown)
+    return count
 
 
 class DocumentLoader(QObject):
-    """Every request gets a number; ``loaded``/``failed``/``counted`` answer with it."""
+    """Every request gets a number; ``loaded``/``failed``/``counted`` answer with it. A read
+    document is announced by ``loaded`` at once (tokens unknown); ``count`` asks the engine."""
 
     loaded = Signal(int, object)  # request, LoadedDocument
     failed = Signal(int, str, str)  # request, document name, the engine's message
     counted = Signal(int, object)  # request, int | None
 
-    def __init__(self, model_path: Callable[[], str | None],
-                 parent: QObject | None = None) -> None:
+    def __init__(self, counter: Counter | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._model_path = model_path
+        self._counter = counter
         self._numbers = itertools.count(1)
         self._stop = threading.Event()
+        self._counts: dict[int, JobHandle] = {}
 
     def load_file(self, path: str | Path) -> int:
         number = next(self._numbers)
-        model = self._model_path()
         name = Path(path).name
 
         def work() -> None:
             try:
                 document = load_document(path, cancel=self._stop.is_set)
-                self._emit(self.loaded, number, LoadedDocument(document,
-                                                               count_tokens(document, model)))
+                self._emit(self.loaded, number, LoadedDocument(document, None))
             except VersoError as exc:
                 self._emit(self.failed, number, name, str(exc))
             except Exception as exc:  # a bug must reach the panel as a message, not a hang
@@ -74,29 +77,43 @@ class DocumentLoader(QObject):
 
     def load_text(self, text: str, name: str = "Pasted text") -> int:
         number = next(self._numbers)
-        model = self._model_path()
 
         def work() -> None:
             try:
                 document = document_from_text(text, name=name, markdown=True)
-                self._emit(self.loaded, number, LoadedDocument(
-                    document, count_tokens(document, model), pasted=text))
+                self._emit(self.loaded, number, LoadedDocument(document, None, pasted=text))
             except VersoError as exc:
                 self._emit(self.failed, number, name, str(exc))
 
         QThreadPool.globalInstance().start(work)
         return number
 
-    def count(self, document: Document) -> int:
-        """Count again, e.g. after another model was loaded."""
+    def count(self, document: Document) -> int | None:
+        """Ask the engine for ``document``'s tokens; ``counted`` answers with the returned
+        number. None (and no signal) when nothing can count them now."""
+        job = self._counter(document) if self._counter is not None else None
+        if job is None:
+            return None
         number = next(self._numbers)
-        model = self._model_path()
-        QThreadPool.globalInstance().start(
-            lambda: self._emit(self.counted, number, count_tokens(document, model)))
+        self._counts[number] = job
+
+        def answer(event: object) -> None:
+            if isinstance(event, TokenCount) and self._counts.pop(number, None) is not None:
+                self._emit(self.counted, number, event.tokens)
+
+        def ended(_outcome: object) -> None:
+            if self._counts.pop(number, None) is not None:
+                self._emit(self.counted, number, None)  # cancelled or failed: unknown
+
+        job.event.connect(answer)
+        job.finished.connect(ended)
         return number
 
     def shutdown(self) -> None:
         self._stop.set()
+        for job in self._counts.values():
+            job.cancel()
+        self._counts.clear()
 
     def _emit(self, signal, *args: object) -> None:  # type: ignore[no-untyped-def]
         if self._stop.is_set():

@@ -70,7 +70,8 @@ def prepare_documents(app: QCoreApplication, window: MainWindow, wait: Callable)
 
     summarize = window.summarize
     summarize.picker.add_files([pdf, notes])
-    wait(app, lambda: not summarize.picker.reading, 60, "the documents")
+    wait(app, lambda: not (summarize.picker.reading or summarize.picker.counting), 60,
+         "the documents")
     summarize.set_mode(MULTI)
     summarize.chunk_tokens.setValue(128)
     summarize.length.setValue(3)
@@ -84,7 +85,8 @@ def prepare_documents(app: QCoreApplication, window: MainWindow, wait: Callable)
 
     translate = window.translate
     translate.picker.add_files([notes])
-    wait(app, lambda: not translate.picker.reading, 60, "the document")
+    wait(app, lambda: not (translate.picker.reading or translate.picker.counting), 60,
+         "the document")
     for term, translation in GLOSSARY:
         translate.glossary.add_row(term, translation)
     translate.target.setCurrentText("French")

@@ -129,7 +129,6 @@ def _run(report: _Report, home: Path) -> None:
     QCoreApplication.setOrganizationName("Verso")
     app = QApplication.instance() or QApplication([sys.argv[0]])
 
-    from app.bridge import ChatJob
     from app.theme import ICONS
     from app.window import MainWindow
     from engine.catalog import bundled_model_path
@@ -163,27 +162,24 @@ def _run(report: _Report, home: Path) -> None:
         _wait(app, lambda: bool(loaded or failed), "the model to load")
         if failed:
             raise SelfTestFailed(f"the bundled model did not load: {failed[0].message}")
-        pid = window.bridge.client.pid
+        pid = window.bridge.engine.pid
         report.line(f"model loaded in engine process {pid}: {loaded[0].ref.model_id}")
 
         texts: list[str] = []
         ends: list[Done | Error] = []
         first: list[float] = []
-        job_id = "self-test"
 
-        def on_text(jid: str, text: str) -> None:
-            if jid == job_id:
-                if not first:
-                    first.append(time.monotonic())
-                    report.line("first token")
-                texts.append(text)
+        def on_text(text: str) -> None:
+            if not first:
+                first.append(time.monotonic())
+                report.line("first token")
+            texts.append(text)
 
-        window.bridge.reply_text.connect(on_text)
-        window.bridge.reply_done.connect(lambda jid, ev: jid == job_id and ends.append(ev))
-        window.bridge.reply_failed.connect(lambda jid, ev: jid == job_id and ends.append(ev))
         sampling = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS, seed=1)
-        window.bridge.chat(ChatJob(job_id, ChatRequest((ChatMessage("user", PROMPT),),
-                                                       sampling, session_id="self-test")))
+        job = window.bridge.chat(ChatRequest((ChatMessage("user", PROMPT),), sampling,
+                                             session_id="self-test"))
+        job.text.connect(on_text)
+        job.finished.connect(ends.append)
         _wait(app, lambda: bool(ends), "the reply")
         end = ends[0]
         if isinstance(end, Error):
@@ -214,7 +210,7 @@ def _run(report: _Report, home: Path) -> None:
     finally:
         window.close()
         window.shutdown()
-    if pid is not None and window.bridge.client.alive():
+    if pid is not None and window.bridge.engine.alive():
         raise SelfTestFailed(f"the engine process {pid} is still running after closing")
 
     if not db_path.resolve().is_relative_to(home.resolve()):

@@ -32,11 +32,11 @@ from app.theme import ICONS, ThemeManager, icon
 from app.widgets.model_picker import ModelPicker
 from app.widgets.settings_dialog import SettingsDialog
 from app.widgets.status_bar import StatusBar
+from engine.api import Engine
 from engine.catalog import bundled_model_path
 from engine.events import Error, ErrorKind, ModelLoaded, Progress
 from engine.model_ref import ModelRef
 from engine.store import ConversationStore
-from engine.worker import EngineClient
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,10 @@ _LOAD_FIELDS = ("n_threads", "n_ctx", "flash_attn", "n_gpu_layers", "kv_type")
 class MainWindow(QMainWindow):
     def __init__(self, settings: AppSettings | None = None,
                  store: ConversationStore | None = None,
-                 client_factory: Callable[[], EngineClient] = EngineClient,
+                 engine_factory: Callable[[], Engine] | None = None,
                  autoload: bool = True) -> None:
+        """``engine_factory`` makes the engine the bridge drives (default: the engine
+        process's ``EngineClient``; tests pass one returning a ``FakeEngine``)."""
         super().__init__()
         self.setWindowTitle("Verso")
         self.setWindowIcon(QIcon(str(ICONS / "verso.svg")))
@@ -58,7 +60,7 @@ class MainWindow(QMainWindow):
         interrupted = self.store.finish_interrupted()
         self.store.purge_deleted()
         self.theme = ThemeManager.for_app(QApplication.instance(), self.settings.theme)
-        self.bridge = EngineBridge(client_factory, self)
+        self.bridge = EngineBridge(engine_factory, self)
         self._closed = False
 
         self.picker = ModelPicker()

@@ -91,3 +91,34 @@ def make_window(qtbot, smol_path: Path) -> Iterator[Callable[..., MainWindow]]:
     yield make
     for window in windows:
         window.shutdown()
+
+
+FAKE_MODEL = "/fake-models/fake-model.gguf"  # never opened: the fake engine only names it
+
+
+@pytest.fixture
+def fake_window(qtbot) -> Iterator[Callable[..., MainWindow]]:
+    """Opens main windows on a ``FakeEngine`` (no real model, no engine process), injected
+    through ``MainWindow(engine_factory=...)``; by default the fake model is loaded first.
+    ``make(engine)`` returns the window; ``window.bridge.engine`` is the fake."""
+    from app.settings import AppSettings
+    from app.window import MainWindow
+    from engine.testing.fake_engine import FakeEngine
+
+    windows: list[MainWindow] = []
+
+    def make(engine: FakeEngine | None = None, load: bool = True) -> MainWindow:
+        fake = engine if engine is not None else FakeEngine()
+        settings = AppSettings(n_ctx=1024, n_threads=1)
+        window = MainWindow(settings=settings, engine_factory=lambda: fake, autoload=False)
+        qtbot.addWidget(window)
+        window.show()
+        windows.append(window)
+        if load:
+            window.load_model(FAKE_MODEL)
+            qtbot.waitUntil(lambda: window.bridge.loaded is not None, timeout=5_000)
+        return window
+
+    yield make
+    for window in windows:
+        window.shutdown()

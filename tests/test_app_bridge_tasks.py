@@ -1,10 +1,10 @@
-"""The bridge's generic task queue, against the real engine process and model."""
+"""The bridge's job queue, against the real engine process and model."""
 
 from __future__ import annotations
 
 import pytest
 
-from app.bridge import EngineBridge, TaskJob
+from app.bridge import EngineBridge
 from engine.events import Done, Error, ErrorKind, FinishReason, Token
 from engine.options import CompletionRequest, LoadSettings, SamplingParams
 from engine.tasks.jobs import Cancelled
@@ -30,13 +30,13 @@ def _complete(client, cancelled):
 
 
 def test_a_task_streams_what_it_yields_then_finishes(qtbot, bridge):
-    seen: list[object] = []
-    bridge.task_event.connect(lambda job_id, event: seen.append((job_id, event)))
-    with qtbot.waitSignal(bridge.task_finished, timeout=TIMEOUT_MS) as blocker:
-        bridge.run_task(TaskJob("t1", _complete))
-    assert blocker.args == ["t1", None]
-    assert seen and all(job_id == "t1" for job_id, _ in seen)
-    assert "".join(text for _, text in seen).strip()
+    texts: list[str] = []
+    job = bridge.run_task("t", _complete)
+    job.text.connect(texts.append)
+    with qtbot.waitSignal(job.finished, timeout=TIMEOUT_MS) as blocker:
+        pass
+    assert blocker.args == [None] and job.done
+    assert "".join(texts).strip()
     assert not bridge.busy
 
 
@@ -51,17 +51,18 @@ def test_cancel_and_errors_end_a_task_with_a_reason(qtbot, bridge):
         client.tokenize("x" * 10)
         raise ValueError("boom")
 
-    with qtbot.waitSignal(bridge.task_event, timeout=TIMEOUT_MS):
-        bridge.run_task(TaskJob("loop", waits_for_cancel))
-    with qtbot.waitSignal(bridge.task_finished, timeout=TIMEOUT_MS) as blocker:
-        bridge.cancel("loop")
-    assert blocker.args[0] == "loop"
-    assert isinstance(blocker.args[1], Done)
-    assert blocker.args[1].finish_reason is FinishReason.CANCELLED
+    loop = bridge.run_task("loop", waits_for_cancel)
+    with qtbot.waitSignal(loop.text, timeout=TIMEOUT_MS):
+        pass
+    with qtbot.waitSignal(loop.finished, timeout=TIMEOUT_MS) as blocker:
+        loop.cancel()
+    assert isinstance(blocker.args[0], Done)
+    assert blocker.args[0].finish_reason is FinishReason.CANCELLED
 
-    with qtbot.waitSignal(bridge.task_finished, timeout=TIMEOUT_MS) as blocker:
-        bridge.run_task(TaskJob("bad", fails))
-    outcome = blocker.args[1]
+    bad = bridge.run_task("bad", fails)
+    with qtbot.waitSignal(bad.finished, timeout=TIMEOUT_MS) as blocker:
+        pass
+    outcome = blocker.args[0]
     assert isinstance(outcome, Error) and outcome.kind is ErrorKind.INTERNAL
     assert "boom" in outcome.message
 
@@ -83,14 +84,15 @@ def test_a_load_that_fails_inside_llama_cpp_leaves_no_stale_model(qtbot, bridge,
     with qtbot.waitSignal(bridge.load_failed, timeout=TIMEOUT_MS) as blocker:
         bridge.load(LoadSettings(path=str(broken), n_ctx=512, n_threads=1))
     assert blocker.args[0].kind is ErrorKind.MODEL_INVALID
-    assert bridge.loaded is None and bridge.client.loaded is None
+    assert bridge.loaded is None and bridge.engine.loaded is None
 
     def ask(client, cancelled):
         yield from client.complete(CompletionRequest(prompt="Hello"))
 
     seen: list[object] = []
-    bridge.task_event.connect(lambda job_id, event: seen.append(event))
-    with qtbot.waitSignal(bridge.task_finished, timeout=TIMEOUT_MS):
-        bridge.run_task(TaskJob("after", ask))
+    job = bridge.run_task("after", ask)
+    job.event.connect(seen.append)
+    with qtbot.waitSignal(job.finished, timeout=TIMEOUT_MS):
+        pass
     errors = [e for e in seen if isinstance(e, Error)]
     assert errors and errors[0].kind is ErrorKind.NO_MODEL

@@ -60,7 +60,7 @@ def wait_reply(qtbot, window: MainWindow, action) -> tuple[str, Done | Error]:  
 def test_send_streams_a_markdown_reply_and_stores_it(qtbot, make_window):
     window = make_window()
     chunks: list[str] = []
-    window.bridge.reply_text.connect(lambda _job, text: chunks.append(text))
+    window.chat.replies.reply_started.connect(lambda _id, job: job.text.connect(chunks.append))
     message_id, done = send(qtbot, window, "List three fruits.")
     assert isinstance(done, Done) and done.text
     assert len(chunks) > 1, "the reply did not stream"
@@ -208,7 +208,7 @@ def test_restarting_the_app_keeps_everything(qtbot, make_window):
     changed.theme = "dark"
     first.apply_settings(changed)
     first.close()
-    assert not first.bridge.client.alive()
+    assert not first.bridge.engine.alive()
 
     second = make_window(AppSettings.load())
     assert second.settings.sampling == GREEDY and second.settings.theme == "dark"
@@ -232,7 +232,7 @@ def test_engine_killed_mid_reply_then_retry_and_next_message(qtbot, make_window)
     window = make_window()
     window.settings.sampling["max_tokens"] = 600
     chunks: list[str] = []
-    window.bridge.reply_text.connect(lambda _job, text: chunks.append(text))
+    window.chat.replies.reply_started.connect(lambda _id, job: job.text.connect(chunks.append))
     window.chat.composer.edit.setPlainText("Write a long poem about rivers.")
     with qtbot.waitSignal(window.chat.replies.reply_finished,
                           timeout=REPLY_TIMEOUT_MS) as blocker:
@@ -255,7 +255,7 @@ def test_engine_killed_mid_reply_then_retry_and_next_message(qtbot, make_window)
     assert window.store.get_message(message_id).content == stored.content
     _, after = send(qtbot, window, "Thanks!")
     assert isinstance(after, Done) and after.text
-    assert window.bridge.client.restarts >= 1
+    assert window.bridge.engine.restarts >= 1
 
 
 def test_switching_conversations_reuses_the_kv_cache(qtbot, make_window):

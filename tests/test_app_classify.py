@@ -5,13 +5,11 @@ same engine client."""
 from __future__ import annotations
 
 import csv
-import itertools
 import math
 
 import pytest
 from PySide6.QtCore import Qt
 
-from app.bridge import TaskJob
 from app.panels.workbench import CLASSIFY
 from app.panels.workbench_classify import FILE, ONE_TEXT, SETUP_FILE, ClassifyView
 from app.widgets.classify_inputs import LABEL_PRESETS
@@ -26,7 +24,6 @@ POSITIVE = "I absolutely loved this movie, it was wonderful!"
 MIXED = "The plot was thin but the actors did what they could."
 EXAMPLES = [("The food was cold and the waiter ignored us.", "negative"),
             ("Best concert of my life, I want to go again!", "positive")]
-_ids = itertools.count(1)
 
 
 window = module_window_fixture("classify-home")
@@ -57,23 +54,16 @@ def engine_classify(qtbot, window, text: str, labels=LABELS, few_shot=(),  # typ
                     instruction: str | None = None) -> ClassifyResult:
     """``classify`` on the GUI's own engine client, queued through the bridge like the tab."""
     found: list[ClassifyResult] = []
-    job_id = f"test-classify-{next(_ids)}"
 
     def run(client, cancelled):  # type: ignore[no-untyped-def]
         yield classify(client, text, labels, few_shot, instruction)
 
-    def collect(job: str, event: object) -> None:
-        if job == job_id and isinstance(event, ClassifyResult):
-            found.append(event)
-
-    window.bridge.task_event.connect(collect)
-    try:
-        with qtbot.waitSignal(window.bridge.task_finished, timeout=TIMEOUT_MS,
-                              check_params_cb=lambda job, _outcome: job == job_id) as blocker:
-            window.bridge.run_task(TaskJob(job_id, run))
-    finally:
-        window.bridge.task_event.disconnect(collect)
-    assert blocker.args[1] is None and found
+    job = window.bridge.run_task("test-classify", run)
+    job.event.connect(lambda event: found.append(event)
+                      if isinstance(event, ClassifyResult) else None)
+    with qtbot.waitSignal(job.finished, timeout=TIMEOUT_MS) as blocker:
+        pass
+    assert blocker.args[0] is None and found
     return found[0]
 
 

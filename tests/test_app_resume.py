@@ -46,16 +46,17 @@ def _cancel_summary_after_first_chunk(qtbot, window: MainWindow, *paths: Path) -
     panel.chunk_tokens.setValue(64)
     panel.length.setValue(2)
     panel.picker.add_files(list(paths))
-    qtbot.waitUntil(lambda: not panel.picker.reading, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not (panel.picker.reading or panel.picker.counting), timeout=TIMEOUT_MS)
 
-    def cancel(_job: str, event: object) -> None:
+    def cancel(event: object) -> None:
         if isinstance(event, TaskProgress) and event.stage == "map" and event.done >= 1:
             panel.cancel()
 
-    window.bridge.task_event.connect(cancel)
+    watch = lambda job: job.event.connect(cancel)  # noqa: E731
+    panel.job_started.connect(watch)
     with qtbot.waitSignal(panel.finished, timeout=TIMEOUT_MS) as blocker:
         panel.run_button.click()
-    window.bridge.task_event.disconnect(cancel)
+    panel.job_started.disconnect(watch)
     assert isinstance(blocker.args[0], Done)
 
 
@@ -128,12 +129,12 @@ def test_translation_cut_off_by_closing_resumes_in_a_new_window(qtbot, make_wind
     first.sidebar.setCurrentRow(first.stack.indexOf(panel))
     panel.base_settings = replace(panel.base_settings, max_ratio=1.0, n_parallel=1)
     panel.picker.add_files([files["docx"]])
-    qtbot.waitUntil(lambda: not panel.picker.reading, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not (panel.picker.reading or panel.picker.counting), timeout=TIMEOUT_MS)
     panel.glossary.add_row("river", "fleuve")
     panel.target.setCurrentText("German")
     seen: list[TaskProgress] = []
-    first.bridge.task_event.connect(
-        lambda _j, e: seen.append(e) if isinstance(e, TaskProgress) else None)
+    panel.job_started.connect(lambda job: job.event.connect(
+        lambda e: seen.append(e) if isinstance(e, TaskProgress) else None))
     panel.run_button.click()
     qtbot.waitUntil(lambda: any(p.done >= 1 for p in seen), timeout=TIMEOUT_MS)
     first.close()  # mid-run: the job is cut off, as when the app is closed or crashes
@@ -150,8 +151,8 @@ def test_translation_cut_off_by_closing_resumes_in_a_new_window(qtbot, make_wind
     assert row.title.full_text() == "notes.docx → German"
     assert f"{done_before} of {job.steps_total} segments done" in row.meta.text()
     translations: list[Translation] = []
-    window.bridge.task_event.connect(
-        lambda _j, e: translations.append(e) if isinstance(e, Translation) else None)
+    panel.job_started.connect(lambda job: job.event.connect(
+        lambda e: translations.append(e) if isinstance(e, Translation) else None))
     with qtbot.waitSignal(panel.finished, timeout=TIMEOUT_MS) as blocker:
         row.resume_button.click()
     assert blocker.args == ["translate", None], panel.error.text()

@@ -75,7 +75,7 @@ def _panel(window: MainWindow) -> SummarizePanel:
 
 def _open(qtbot, panel: SummarizePanel, *paths: Path) -> None:
     panel.picker.add_files(list(paths))
-    qtbot.waitUntil(lambda: not panel.picker.reading, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not (panel.picker.reading or panel.picker.counting), timeout=TIMEOUT_MS)
 
 
 def _run(qtbot, panel: SummarizePanel) -> object:
@@ -137,13 +137,14 @@ def test_cancel_then_resume_reuses_finished_steps(qtbot, make_window, files):
     _open(qtbot, panel, files["pdf"], files["docx"])
     assert panel.mode_key == MULTI  # a second document switches to multi-document
 
-    def cancel_after_first_chunk(job_id: str, event: object) -> None:
+    def cancel_after_first_chunk(event: object) -> None:
         if isinstance(event, TaskProgress) and event.stage == "map" and event.done >= 1:
             panel.cancel()
 
-    window.bridge.task_event.connect(cancel_after_first_chunk)
+    watch = lambda job: job.event.connect(cancel_after_first_chunk)  # noqa: E731
+    panel.job_started.connect(watch)
     outcome = _run(qtbot, panel)
-    window.bridge.task_event.disconnect(cancel_after_first_chunk)
+    panel.job_started.disconnect(watch)
     assert isinstance(outcome, Done) and outcome.finish_reason is FinishReason.CANCELLED
     assert panel.run_button.text() == "Resume"
     with JobStore() as store:

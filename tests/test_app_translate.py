@@ -41,7 +41,7 @@ def _panel(qtbot, window: MainWindow, docx: Path) -> TranslatePanel:
     window.sidebar.setCurrentRow(window.stack.indexOf(panel))
     panel.base_settings = replace(panel.base_settings, max_ratio=1.5)  # short outputs: fast
     panel.picker.add_files([docx])
-    qtbot.waitUntil(lambda: not panel.picker.reading, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not (panel.picker.reading or panel.picker.counting), timeout=TIMEOUT_MS)
     return panel
 
 
@@ -126,11 +126,11 @@ def test_glossary_table_csv_and_incomplete_rows(qtbot, window, notes_docx, tmp_p
     broken = tmp_path / "broken.docx"
     broken.write_bytes(b"PK\x03\x04 not really a zip archive")
     panel.picker.add_files([broken])
-    qtbot.waitUntil(lambda: not panel.picker.reading, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not (panel.picker.reading or panel.picker.counting), timeout=TIMEOUT_MS)
     assert panel.picker.error.text().startswith("broken.docx: ")
     assert [d.name for d in panel.picker.documents()] == ["notes.docx"]  # the old one stays
     panel.picker.add_text("A second document.")
-    qtbot.waitUntil(lambda: not panel.picker.reading, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not (panel.picker.reading or panel.picker.counting), timeout=TIMEOUT_MS)
     assert [d.name for d in panel.picker.documents()] == ["Pasted text"]  # replaced
     assert not panel.picker.error.isVisible()
     table = panel.glossary
@@ -162,15 +162,16 @@ def test_cancel_then_resume_a_translation(qtbot, window):
     panel.base_settings = replace(panel.base_settings, max_ratio=1.0, n_parallel=1)
     panel.picker.add_text("We walked along the river.\n\nThe library opens at nine.\n\n"
                           "Rain arrived in the afternoon.\n\nWe waited under the trees.")
-    qtbot.waitUntil(lambda: not panel.picker.reading, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not (panel.picker.reading or panel.picker.counting), timeout=TIMEOUT_MS)
 
-    def cancel_after_first(job_id: str, event: object) -> None:
+    def cancel_after_first(event: object) -> None:
         if isinstance(event, TaskProgress) and event.stage == "translate" and event.done >= 1:
             panel.cancel()
 
-    window.bridge.task_event.connect(cancel_after_first)
+    watch = lambda job: job.event.connect(cancel_after_first)  # noqa: E731
+    panel.job_started.connect(watch)
     kind, outcome = _wait(qtbot, panel, panel.run_button.click)
-    window.bridge.task_event.disconnect(cancel_after_first)
+    panel.job_started.disconnect(watch)
     assert kind == "translate" and outcome is not None and panel.translation is None
     assert panel.run_button.text() == "Resume"
 

@@ -281,8 +281,9 @@ def test_attention_of_a_generated_token(qtbot, wb):
     position = 3
     wb.tokens.pin(position)
     assert wb.tokens.attention_button.isVisible()
-    with qtbot.waitSignal(wb.bridge.task_finished, timeout=TIMEOUT_MS):
-        wb.tokens.attention_button.click()
+    wb.tokens.attention_button.click()
+    assert wb._attention_job is not None
+    qtbot.waitUntil(lambda: wb._attention_job is None, timeout=TIMEOUT_MS)
     attention = wb.attention.map
     g = len(run.prompt_tokens) + position
     assert attention is not None and attention.query_position == g - 1

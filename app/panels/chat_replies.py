@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from app.bridge import ChatJob, EngineBridge
+from app.bridge import EngineBridge, JobHandle, TokenCount
 from app.conversation import (
     build_request,
     chat_messages,
@@ -34,6 +34,7 @@ class ActiveReply:
     message_id: str
     prefix: str = ""
     chunks: list[str] = field(default_factory=list)
+    job: JobHandle | None = None
 
     def text(self) -> str:
         return self.prefix + "".join(self.chunks)
@@ -43,6 +44,7 @@ class ReplyController(QObject):
     busy_changed = Signal(bool)
     notice = Signal(str)
     model_needed = Signal(object)  # ModelRef of the conversation's model
+    reply_started = Signal(str, object)  # message id, its JobHandle
     reply_finished = Signal(str, object)  # message id, Done | Error
     speed = Signal(float, float)  # ttft_s, tok/s
     context_counted = Signal(int, int)  # tokens, n_ctx
@@ -60,7 +62,7 @@ class ReplyController(QObject):
         self._shown = shown
         self._model_name = model_name
         self.active: ActiveReply | None = None
-        self._count_seq = 0
+        self._count_job: JobHandle | None = None
         self._count_sampling: dict = {}
         self._count_timer = QTimer(self)
         self._count_timer.setSingleShot(True)
@@ -68,11 +70,6 @@ class ReplyController(QObject):
         self._count_timer.timeout.connect(self.count_now)
         composer.edit.textChanged.connect(self._count_timer.start)
         composer.stop_requested.connect(self.stop)
-        bridge.reply_text.connect(self._on_text)
-        bridge.reply_event.connect(self._on_event)
-        bridge.reply_done.connect(self._on_end)
-        bridge.reply_failed.connect(self._on_end)
-        bridge.tokens_counted.connect(self._on_counted)
         bridge.model_loaded.connect(lambda _loaded: self.count_now())
 
     @property
@@ -177,11 +174,17 @@ class ReplyController(QObject):
         self._composer.set_busy(True)
         self.busy_changed.emit(True)
         recorder = ReplyRecorder(self._store, message_id, prefix)
-        self._bridge.chat(ChatJob(message_id, request, recorder))
+        job = self._bridge.chat(request, recorder)
+        self.active.job = job
+        active = self.active
+        job.text.connect(lambda text: self._on_text(active, text))
+        job.event.connect(lambda event: self._on_event(active, event))
+        job.finished.connect(lambda outcome: self._on_end(active, outcome))
+        self.reply_started.emit(message_id, job)
 
     def stop(self) -> None:
-        if self.active is not None:
-            self._bridge.cancel(self.active.message_id)
+        if self.active is not None and self.active.job is not None:
+            self.active.job.cancel()
 
     # ------------------------------------------------------------ streaming
 
@@ -194,29 +197,23 @@ class ReplyController(QObject):
         if bubble is not None:
             bubble.start_stream(active.text())
 
-    def _visible(self, message_id: str):  # type: ignore[no-untyped-def]
-        active = self.active
-        if active is None or active.message_id != message_id:
-            return None
-        if self._shown() != active.conversation_id:
-            return None
-        return self._view.bubble(message_id)
-
-    def _on_text(self, job_id: str, text: str) -> None:
-        if self.active is None or self.active.message_id != job_id:
+    def _on_text(self, active: ActiveReply, text: str) -> None:
+        if self.active is not active:
             return
-        self.active.chunks.append(text)
-        bubble = self._visible(job_id)
+        active.chunks.append(text)
+        bubble = self._visible_for(active)
         if bubble is not None:
             bubble.append(text)
 
-    def _on_event(self, job_id: str, event: object) -> None:
-        bubble = self._visible(job_id)
-        if isinstance(event, Rollback) and self.active and self.active.message_id == job_id:
-            body = "".join(self.active.chunks)
-            self.active.chunks = [body[: max(0, len(body) - event.n_chars)]]
+    def _on_event(self, active: ActiveReply, event: object) -> None:
+        if self.active is not active:
+            return
+        bubble = self._visible_for(active)
+        if isinstance(event, Rollback):
+            body = "".join(active.chunks)
+            active.chunks = [body[: max(0, len(body) - event.n_chars)]]
             if bubble is not None:  # rare: re-render the streamed text without the phrase
-                bubble.start_stream(self.active.text())
+                bubble.start_stream(active.text())
         elif isinstance(event, ContextTrimmed):
             text = trimmed_notice(event.dropped_messages, event.dropped_tokens)
             self.notice.emit(text)
@@ -225,11 +222,13 @@ class ReplyController(QObject):
         elif isinstance(event, Progress) and bubble is not None and event.total:
             bubble.show_notice(f"Reading the prompt… {event.done * 100 // event.total} %")
 
-    def _on_end(self, job_id: str, event: Done | Error) -> None:
-        active = self.active
-        if active is None or active.message_id != job_id:
+    def _on_end(self, active: ActiveReply, event: object) -> None:
+        if self.active is not active:
             return
         self.active = None
+        job_id = active.message_id
+        if not isinstance(event, Done | Error):  # a chat job always ends with one of them
+            event = Error(ErrorKind.INTERNAL, "The reply ended without a result.")
         message = self._store.get_message(job_id)
         bubble = self._visible_for(active)
         if message is not None and bubble is not None:
@@ -282,13 +281,20 @@ class ReplyController(QObject):
             self._composer.set_meter(0, loaded.n_ctx)
             self.context_counted.emit(0, loaded.n_ctx)
             return
-        self._count_seq = self._bridge.count_tokens(messages)
+        if self._count_job is not None:
+            self._count_job.cancel()  # still queued behind a reply: only the latest counts
+        job = self._count_job = self._bridge.count_chat_tokens(messages)
+        job.event.connect(lambda event: self._on_counted(job, event))
 
-    def _on_counted(self, seq: int, tokens: int) -> None:
+    def _on_counted(self, job: JobHandle, event: object) -> None:
         loaded = self._bridge.loaded
-        if seq != self._count_seq or loaded is None:
+        if job is not self._count_job or not isinstance(event, TokenCount):
             return
-        if tokens < 0:
+        self._count_job = None
+        if loaded is None:
+            return
+        tokens = event.tokens
+        if tokens is None:
             self._composer.set_meter(None, loaded.n_ctx)
             return
         settings = self._settings()

@@ -11,7 +11,8 @@ from PySide6.QtCore import Signal
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import QWidget
 
-from app.bridge import EngineBridge
+from app.bridge import EngineBridge, JobHandle
+from app.document_loader import Counter, engine_counter
 from app.widgets.document_picker import DocumentPicker
 from app.widgets.interrupted_jobs import InterruptedJobs
 from engine.store.db import StoreError
@@ -31,6 +32,7 @@ class JobResumePanel(QWidget):
     ``picker``, and implement ``_blocker``, ``_update``, ``run`` and ``_restore_settings``."""
 
     status_message = Signal(str)
+    job_started = Signal(object)  # the JobHandle of a run this panel just queued
 
     KIND: ClassVar[str]  # the job kind in the store: "summarize", "translate"
     NOUN: ClassVar[str]  # one job, for the user: "summary"
@@ -68,24 +70,33 @@ class JobResumePanel(QWidget):
     def _model_changed(self, loaded: object) -> None:
         raise NotImplementedError
 
-    def _task_event(self, job_id: str, event: object) -> None:
+    def _task_event(self, job: JobHandle, event: object) -> None:
+        """What the panel's job ``job`` yielded."""
         raise NotImplementedError
 
-    def _task_finished(self, job_id: str, outcome: object) -> None:
+    def _task_finished(self, job: JobHandle, outcome: object) -> None:
         raise NotImplementedError
 
     def _follow_engine(self) -> None:
-        """Listen to the bridge: model changes re-check Run, task events reach the panel."""
+        """Listen to the bridge: model changes re-check Run."""
         self.bridge.model_loaded.connect(self._model_changed)
         self.bridge.load_failed.connect(lambda _e: self._update())
         self.bridge.load_cancelled.connect(self._update)
-        self.bridge.task_event.connect(self._task_event)
-        self.bridge.task_finished.connect(self._task_finished)
+
+    def _submit(self, kind: str, fn) -> JobHandle:  # type: ignore[no-untyped-def]
+        """Queue the panel's task; its handle's events reach ``_task_event`` and
+        ``_task_finished``."""
+        job = self.bridge.run_task(kind, fn)
+        job.event.connect(lambda event: self._task_event(job, event))
+        job.finished.connect(lambda outcome: self._task_finished(job, outcome))
+        self.job_started.emit(job)
+        return job
 
     _resuming: JobRecipe | None = None  # the recipe of the job being resumed, during run()
 
-    def _model_path(self) -> str | None:
-        return self.bridge.loaded.local_path if self.bridge.loaded else None
+    def _counter(self) -> Counter:
+        """Counts documents' tokens with the engine, once a model is loaded."""
+        return engine_counter(self.bridge)
 
     # ------------------------------------------------------------------ interrupted jobs
 

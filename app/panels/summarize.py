@@ -6,7 +6,6 @@ the settings) and Discard."""
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -26,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.bridge import EngineBridge, TaskJob
+from app.bridge import EngineBridge, JobHandle
 from app.panels.job_resume import JobResumePanel
 from app.panels.summary_render import (
     chunk_html,
@@ -106,8 +105,7 @@ class SummarizePanel(JobResumePanel):
         self._documents: list[Document] = []  # those the shown result was made from
         self._run_documents: list[Document] = []
         self._run_key_started: object = None
-        self._job: str | None = None
-        self._numbers = itertools.count(1)
+        self._job: JobHandle | None = None
         self._resumable: object = None  # the run key of a cancelled or failed run
         self._resumed_note: str | None = None  # said once the first map step reports
         self._source_shown: tuple[str, int, int] | None = None  # to redraw on a theme change
@@ -118,7 +116,7 @@ class SummarizePanel(JobResumePanel):
         subtitle = QLabel("Abstractive summaries cite the chunks they come from; extractive ones "
                           "quote the document's own sentences.")
         subtitle.setObjectName("hint")
-        self.picker = DocumentPicker(self._model_path, multiple=True)
+        self.picker = DocumentPicker(self._counter(), multiple=True)
         self.picker.changed.connect(self._documents_changed)
 
         self.mode = QComboBox()
@@ -322,23 +320,22 @@ class SummarizePanel(JobResumePanel):
         settings = self.settings()
         self._run_documents = documents
         self._run_key_started = self._run_key()
-        self._job = f"summarize-{next(self._numbers)}"
         self._resumed_note = None
         self.error.hide()
         self.interrupted.hide()  # listed again when this run ends, if it does not finish
         self.progress.start("Waiting for the engine…")
-        self._update()
         pasted = [loaded.pasted for loaded in self.picker.loaded()]
-        self.bridge.run_task(TaskJob(self._job, summarize_task(documents, settings, pasted,
-                                                               self._resuming)))
+        self._job = self._submit("summarize", summarize_task(documents, settings, pasted,
+                                                             self._resuming))
+        self._update()
 
     def cancel(self) -> None:
         if self._job is not None:
             self.progress.cancelling()
-            self.bridge.cancel(self._job)
+            self._job.cancel()
 
-    def _task_event(self, job_id: str, event: object) -> None:
-        if job_id != self._job:
+    def _task_event(self, job: JobHandle, event: object) -> None:
+        if job is not self._job:
             return
         if isinstance(event, TaskProgress):
             if event.stage == "map" and self._resumed_note is None:
@@ -350,8 +347,8 @@ class SummarizePanel(JobResumePanel):
         elif isinstance(event, SummaryOutcome):
             self._show(event, self._run_documents)
 
-    def _task_finished(self, job_id: str, outcome: object) -> None:
-        if job_id != self._job:
+    def _task_finished(self, job: JobHandle, outcome: object) -> None:
+        if job is not self._job:
             return
         self._job = None
         self.progress.finish()
@@ -482,7 +479,7 @@ class SummarizePanel(JobResumePanel):
     def shutdown(self) -> None:
         self.picker.shutdown()
         if self._job is not None:
-            self.bridge.cancel(self._job)
+            self._job.cancel()
 
 
 def _section(text: str) -> QLabel:

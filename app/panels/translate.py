@@ -5,7 +5,6 @@ that did not finish are listed above the review with Resume and Discard."""
 
 from __future__ import annotations
 
-import itertools
 import math
 import random
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.bridge import EngineBridge, TaskJob
+from app.bridge import EngineBridge, JobHandle
 from app.panels.job_resume import JobResumePanel
 from app.widgets.document_picker import DocumentPicker
 from app.widgets.glossary_table import GlossaryTable
@@ -118,8 +117,7 @@ class TranslatePanel(JobResumePanel):
         self.translation: Translation | None = None
         self.edited: set[int] = set()
         self._settings_used: TranslateSettings | None = None
-        self._job: tuple[str, str] | None = None  # (kind, job id)
-        self._numbers = itertools.count(1)
+        self._job: JobHandle | None = None  # its kind: "translate" | "retranslate"
         self._filling = False
         self._resumable: object = None  # the run key of a cancelled or failed translation
         self._run_key_started: object = None
@@ -130,7 +128,7 @@ class TranslatePanel(JobResumePanel):
         subtitle = QLabel("Segment by segment, keeping headings and lists; glossary terms are "
                           "enforced while decoding.")
         subtitle.setObjectName("hint")
-        self.picker = DocumentPicker(self._model_path, multiple=False)
+        self.picker = DocumentPicker(self._counter(), multiple=False)
         self.picker.changed.connect(self._document_changed)
 
         self.source = QComboBox()
@@ -350,20 +348,19 @@ class TranslatePanel(JobResumePanel):
         return True
 
     def _start(self, kind: str, fn, text: str) -> None:  # type: ignore[no-untyped-def]
-        self._job = (kind, f"{kind}-{next(self._numbers)}")
         self.error.hide()
         self.interrupted.hide()  # listed again when this run ends, if it does not finish
         self.progress.start(text)
+        self._job = self._submit(kind, fn)
         self._update()
-        self.bridge.run_task(TaskJob(self._job[1], fn))
 
     def cancel(self) -> None:
         if self._job is not None:
             self.progress.cancelling()
-            self.bridge.cancel(self._job[1])
+            self._job.cancel()
 
-    def _task_event(self, job_id: str, event: object) -> None:
-        if self._job is None or job_id != self._job[1]:
+    def _task_event(self, job: JobHandle, event: object) -> None:
+        if job is not self._job:
             return
         if isinstance(event, TaskProgress):
             self.progress.update_progress(event)
@@ -379,10 +376,10 @@ class TranslatePanel(JobResumePanel):
             self._fill_row(event.segment.index, event.segment)
             self.review.resizeRowToContents(event.segment.index)
 
-    def _task_finished(self, job_id: str, outcome: object) -> None:
-        if self._job is None or job_id != self._job[1]:
+    def _task_finished(self, job: JobHandle, outcome: object) -> None:
+        if job is not self._job:
             return
-        kind = self._job[0]
+        kind = job.kind
         self._job = None
         self.progress.finish()
         if kind == "translate":
@@ -530,4 +527,4 @@ class TranslatePanel(JobResumePanel):
     def shutdown(self) -> None:
         self.picker.shutdown()
         if self._job is not None:
-            self.bridge.cancel(self._job[1])
+            self._job.cancel()

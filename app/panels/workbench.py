@@ -8,7 +8,6 @@ queue (``workbench_tasks``); this module only turns their records into widgets."
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -35,7 +34,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.bridge import EngineBridge, TaskJob
+from app.bridge import EngineBridge, JobHandle
 from app.panels import workbench_tasks as tasks
 from app.panels.workbench_classify import ClassifyView
 from app.sampler_presets import (
@@ -52,6 +51,7 @@ from app.widgets.constraint_editors import ConstraintsEditor
 from app.widgets.model_view import ModelView
 from app.widgets.sampling_form import SamplingForm
 from app.widgets.token_view import Run, TokenRecord, TokenView, percent, shown
+from engine.api import Feature
 from engine.errors import VersoError
 from engine.events import (
     AttentionMap,
@@ -87,14 +87,13 @@ class WorkbenchPanel(QWidget):
         self.setObjectName("workbenchPanel")
         self.bridge = bridge
         self._settings = settings
-        self._ids = itertools.count(1)
-        self._job: str | None = None  # the generation in flight
+        self._job: JobHandle | None = None  # the generation in flight
         self._job_kind = ""
         self._job_runs: dict[str, int] = {}  # tag -> run index, for the job in flight
         self._compare_done: dict[str, Done | None] = {}
         self._compare_text: dict[str, str] = {}
-        self._grammar_job: str | None = None
-        self._attention_job: str | None = None
+        self._grammar_job: JobHandle | None = None
+        self._attention_job: JobHandle | None = None
         self._attention_title = ""
         self._shown_run = -1
         self._run_count = 0
@@ -103,9 +102,7 @@ class WorkbenchPanel(QWidget):
         self.presets: list[SamplerPreset] = []
         self._build()
         self.reload_presets()
-        self.tokens.attention_enabled = self.attention_available
-        self.bridge.task_event.connect(self._task_event)
-        self.bridge.task_finished.connect(self._task_finished)
+        self._apply_capabilities()
         self.bridge.model_loaded.connect(self._model_loaded)
         self.bridge.busy_changed.connect(lambda _busy: self._update_run_state())
         theme = QApplication.instance().findChild(ThemeManager)
@@ -274,6 +271,41 @@ class WorkbenchPanel(QWidget):
         self.attention.set_scheme(scheme)
         self.classify.set_scheme(scheme)
 
+    # ----------------------------------------------------------- capabilities
+
+    def _can_branch(self, mode: str) -> bool:
+        """Branching needs each token's alternatives; a raw branch also forces tokens."""
+        return self.bridge.has(Feature.TOKEN_PROBS) and (
+            mode != "raw" or self.bridge.has(Feature.FORCED_TOKENS))
+
+    def _apply_capabilities(self) -> None:
+        """Turn off, with the reason, what this backend cannot do (``Capabilities``)."""
+        has, why = self.bridge.has, self.bridge.unavailable
+        raw = self.mode.model().item(0)  # type: ignore[attr-defined]
+        raw.setEnabled(has(Feature.RAW_COMPLETION))
+        raw.setToolTip(why(Feature.RAW_COMPLETION))
+        if not has(Feature.RAW_COMPLETION):
+            self.mode.setCurrentIndex(self.mode.findData("chat"))
+        self.n_probs.setEnabled(has(Feature.TOKEN_PROBS))
+        if not has(Feature.TOKEN_PROBS):
+            self.n_probs.setToolTip(why(Feature.TOKEN_PROBS))
+            self.n_probs.setMinimum(0)
+            self.n_probs.setSpecialValueText("not available")
+            self.n_probs.setValue(0)
+        self.tokens.attention_enabled = has(Feature.ATTENTION)
+        notes = [f"{why(f)} {what}" for f, what in (
+            (Feature.TOKEN_PROBS, "Tokens are shown without probabilities or alternatives, "
+                                  "and branching is off."),
+            (Feature.FORCED_TOKENS, "Raw completions cannot be branched."),
+            (Feature.ATTENTION, "The attention of a token cannot be shown."))
+            if not has(f)]
+        self.tokens.set_notice("\n".join(notes))
+        if not has(Feature.ATTENTION):
+            self.attention.show_message(why(Feature.ATTENTION))
+        self.constraints.set_unavailable(grammar=why(Feature.GRAMMAR),
+                                         ban=why(Feature.BAN_PHRASES),
+                                         bias=why(Feature.LOGIT_BIAS))
+
     # ---------------------------------------------------------------- presets
 
     def reload_presets(self, select: str | None = None) -> None:
@@ -355,7 +387,8 @@ class WorkbenchPanel(QWidget):
 
     def _spec(self, values: dict[str, Any] | None = None) -> tasks.RunSpec:
         sampling = sampling_from(self.sampling_values() if values is None else values)
-        sampling = replace(sampling, n_probs=self.n_probs.value())
+        if self.bridge.has(Feature.TOKEN_PROBS):
+            sampling = replace(sampling, n_probs=self.n_probs.value())
         mode = self.mode.currentData()
         prompt = self.editor.toPlainText() if mode == "raw" else self.message.toPlainText()
         return tasks.RunSpec(mode, prompt, sampling, self.constraints.constraints(),
@@ -402,19 +435,21 @@ class WorkbenchPanel(QWidget):
 
     # -------------------------------------------------------------------- runs
 
-    def _next_id(self, kind: str) -> str:
-        return f"workbench-{kind}-{next(self._ids)}"
+    def _submit(self, kind: str, fn: tasks.TaskFn) -> JobHandle:
+        job = self.bridge.run_task(f"workbench-{kind}", fn)
+        job.event.connect(lambda event: self._task_event(job, event))
+        job.finished.connect(lambda outcome: self._task_finished(job, outcome))
+        return job
 
-    def _start(self, kind: str, fn: tasks.TaskFn) -> str:
-        job_id = self._next_id(kind)
-        self._job, self._job_kind = job_id, kind
+    def _start(self, kind: str, fn: tasks.TaskFn) -> JobHandle:
+        self._job_kind = kind
         self._job_runs = {}
+        self._job = self._submit(kind, fn)
         self._update_run_state()
-        self.bridge.run_task(TaskJob(job_id, fn))
-        return job_id
+        return self._job
 
-    def run(self) -> str | None:
-        """Generate with the current text and settings; returns the job id (None if refused)."""
+    def run(self) -> JobHandle | None:
+        """Generate with the current text and settings; returns the job (None if refused)."""
         if self._job is not None:
             return None
         problems = self.problems()
@@ -427,8 +462,8 @@ class WorkbenchPanel(QWidget):
                   prompt_text=spec.prompt if spec.mode == "raw" else "")
         index = self.tokens.add_run(run)
         self._shown_run = index
-        self.tokens.branching_enabled = not (spec.mode == "chat"
-                                             and spec.constraints.compiled_grammar())
+        self.tokens.branching_enabled = self._can_branch(spec.mode) and not (
+            spec.mode == "chat" and spec.constraints.compiled_grammar())
         if spec.mode == "chat":
             self.reply.clear()
         self.stats.setText("Generating…")
@@ -436,7 +471,7 @@ class WorkbenchPanel(QWidget):
         self._job_runs["main"] = index
         return job
 
-    def regenerate(self) -> str | None:
+    def regenerate(self) -> JobHandle | None:
         """Undo the last output (raw: restore the text it continued) and run again."""
         if self._job is not None or not self.tokens.runs:
             return None
@@ -445,7 +480,7 @@ class WorkbenchPanel(QWidget):
             self.editor.setPlainText(last.prompt_text)
         return self.run()
 
-    def branch(self, run_index: int, position: int, token_id: int) -> str | None:
+    def branch(self, run_index: int, position: int, token_id: int) -> JobHandle | None:
         """Regenerate run ``run_index`` from token ``position`` with ``token_id`` forced."""
         if self._job is not None:
             return None
@@ -468,7 +503,7 @@ class WorkbenchPanel(QWidget):
         self._job_runs["main"] = index
         return job
 
-    def run_compare(self) -> str | None:
+    def run_compare(self) -> JobHandle | None:
         if self._job is not None:
             return None
         problems = self.problems()
@@ -484,18 +519,18 @@ class WorkbenchPanel(QWidget):
 
     def stop(self) -> None:
         if self._job is not None:
-            self.bridge.cancel(self._job)
+            self._job.cancel()
 
     # ---------------------------------------------------------- task records
 
-    def _task_event(self, job_id: str, event: object) -> None:
-        if job_id == self._grammar_job and isinstance(event, tasks.GrammarChecked):
+    def _task_event(self, job: JobHandle, event: object) -> None:
+        if job is self._grammar_job and isinstance(event, tasks.GrammarChecked):
             self.constraints.set_grammar_problems(event.text, list(event.problems))
             return
-        if job_id == self._attention_job and isinstance(event, AttentionMap):
+        if job is self._attention_job and isinstance(event, AttentionMap):
             self.attention.set_map(event, self._attention_title)
             return
-        if job_id != self._job:
+        if job is not self._job:
             return
         if isinstance(event, tasks.GrammarChecked):
             self.constraints.set_grammar_problems(event.text, list(event.problems))
@@ -592,20 +627,20 @@ class WorkbenchPanel(QWidget):
                     self.compare.set_stats(side, None, item.message)
             self.compare.set_output(side, self._compare_text[side])
 
-    def _task_finished(self, job_id: str, outcome: object) -> None:
-        if job_id == self._grammar_job:
+    def _task_finished(self, job: JobHandle, outcome: object) -> None:
+        if job is self._grammar_job:
             self._grammar_job = None
             if isinstance(outcome, Error):
                 self.constraints.set_grammar_problems(
                     self.constraints.grammar.toPlainText(), [outcome.message])
             return
-        if job_id == self._attention_job:
+        if job is self._attention_job:
             self._attention_job = None
             if isinstance(outcome, Error):
                 self.attention.show_message(f"Attention could not be captured: "
                                             f"{outcome.message}")
             return
-        if job_id != self._job:
+        if job is not self._job:
             return
         kind = self._job_kind
         self._job, self._job_kind = None, ""
@@ -682,10 +717,14 @@ class WorkbenchPanel(QWidget):
     # --------------------------------------------------------- grammar check
 
     def _check_grammar(self, text: str) -> None:
+        if not self.bridge.has(Feature.GRAMMAR_CHECK):
+            # Nothing can check it against the model here: the run reports the backend's
+            # verdict instead of a check that would only fail.
+            self.constraints.set_grammar_problems(text, [])
+            return
         if self._grammar_job is not None:
-            self.bridge.cancel(self._grammar_job)
-        self._grammar_job = self._next_id("grammar")
-        self.bridge.run_task(TaskJob(self._grammar_job, tasks.check_grammar(text)))
+            self._grammar_job.cancel()
+        self._grammar_job = self._submit("grammar", tasks.check_grammar(text))
 
     # ------------------------------------------------------------ model view
 
@@ -730,13 +769,14 @@ class WorkbenchPanel(QWidget):
 
     @property
     def attention_available(self) -> bool:
-        return callable(getattr(self.bridge.client, "attention", None))
+        return self.bridge.has(Feature.ATTENTION)
 
-    def show_attention(self, run_index: int, position: int) -> str | None:
+    def show_attention(self, run_index: int, position: int) -> JobHandle | None:
         """Capture the attention of the pass that produced token ``position`` of a run."""
         run = self.tokens.runs[run_index]
         if not self.attention_available:
-            self.attention.show_message("This engine cannot capture attention.")
+            self.attention.show_message(self.bridge.unavailable(Feature.ATTENTION))
+            self.work.setCurrentIndex(ATTENTION)
             return None
         if not run.prompt_tokens or not 0 <= position < len(run.records):
             return None
@@ -750,14 +790,12 @@ class WorkbenchPanel(QWidget):
         self.attention.show_message("Capturing attention…")
         self.work.setCurrentIndex(ATTENTION)
         if self._attention_job is not None:
-            self.bridge.cancel(self._attention_job)
-        self._attention_job = self._next_id("attention")
-        self.bridge.run_task(TaskJob(self._attention_job, tasks.attention(tokens[:g + 1],
-                                                                          g - 1)))
+            self._attention_job.cancel()
+        self._attention_job = self._submit("attention", tasks.attention(tokens[:g + 1], g - 1))
         return self._attention_job
 
     def shutdown(self) -> None:
         for job in (self._job, self._grammar_job, self._attention_job):
             if job is not None:
-                self.bridge.cancel(job)
+                job.cancel()
         self.classify.shutdown()

@@ -7,7 +7,6 @@ through the bridge's task queue (``classify_tasks``)."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import time
@@ -32,7 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.bridge import EngineBridge, TaskJob
+from app.bridge import EngineBridge, JobHandle
 from app.panels import classify_tasks as tasks
 from app.settings import write_json_atomic
 from app.widgets.classify_inputs import (
@@ -45,6 +44,7 @@ from app.widgets.classify_inputs import (
 from app.widgets.label_bars import ProbabilityBars, percent_text
 from app.widgets.task_progress import TaskProgressRow
 from engine import paths
+from engine.api import Feature
 from engine.errors import BadRequestError
 from engine.events import Done, Error, FinishReason
 from engine.tasks.classify import DEFAULT_INSTRUCTION, ClassifyResult, check_labels, write_csv
@@ -72,8 +72,7 @@ class ClassifyView(QWidget):
         super().__init__(parent)
         self.setObjectName("classifyView")
         self.bridge = bridge
-        self._ids = itertools.count(1)
-        self._job: str | None = None
+        self._job: JobHandle | None = None
         self._job_kind = ""
         self._started = 0.0
         self.result: ClassifyResult | None = None  # the last single text's
@@ -84,8 +83,6 @@ class ClassifyView(QWidget):
         self._build()
         if not self.restore_setup():
             self.set_labels(LABEL_PRESETS["Sentiment"])
-        bridge.task_event.connect(self._task_event)
-        bridge.task_finished.connect(self._task_finished)
         bridge.model_loaded.connect(lambda _m: self._update())
         bridge.load_failed.connect(lambda _e: self._update())
         bridge.load_cancelled.connect(self._update)
@@ -306,7 +303,10 @@ class ClassifyView(QWidget):
     def problems(self) -> list[str]:
         """Why nothing can be classified right now (empty when it can)."""
         found = self.setup_problems()
-        if self.bridge.loaded is None:
+        if not self.bridge.has(Feature.SCORE):
+            found.insert(0, self.bridge.unavailable(Feature.SCORE) + " Every label is scored "
+                         "by the model, so the Classify tab cannot run here.")
+        elif self.bridge.loaded is None:
             found.append("The model is loading…" if self.bridge.loading is not None
                          else "No model is loaded: choose one in the toolbar.")
         return found
@@ -338,14 +338,15 @@ class ClassifyView(QWidget):
 
     # ------------------------------------------------------------------ runs
 
-    def _start(self, kind: str, fn: tasks.TaskFn) -> str:
-        job_id = f"workbench-classify-{kind}-{next(self._ids)}"
-        self._job, self._job_kind = job_id, kind
+    def _start(self, kind: str, fn: tasks.TaskFn) -> JobHandle:
+        self._job_kind = kind
         self._started = time.monotonic()
         self._show_error("")
+        job = self._job = self.bridge.run_task(f"classify-{kind}", fn)
+        job.event.connect(lambda event: self._task_event(job, event))
+        job.finished.connect(lambda outcome: self._task_finished(job, outcome))
         self._update()
-        self.bridge.run_task(TaskJob(job_id, fn))
-        return job_id
+        return job
 
     def _refused(self, extra: list[str]) -> bool:
         problems = self.problems() + extra
@@ -354,8 +355,8 @@ class ClassifyView(QWidget):
             return True
         return False
 
-    def run(self) -> str | None:
-        """Classify the text; returns the job id (None if refused)."""
+    def run(self) -> JobHandle | None:
+        """Classify the text; returns the job (None if refused)."""
         text = self.text.toPlainText().strip()
         if self._refused([] if text else ["Write a text to classify."]):
             return None
@@ -365,8 +366,8 @@ class ClassifyView(QWidget):
         self.save_setup()
         return self._start("one", tasks.classify_text(text, spec))
 
-    def run_batch(self) -> str | None:
-        """Classify every line of the opened file; returns the job id (None if refused)."""
+    def run_batch(self) -> JobHandle | None:
+        """Classify every line of the opened file; returns the job (None if refused)."""
         if self._refused([] if self.lines else ["Open a file with one text per line."]):
             return None
         spec = self.spec()
@@ -381,7 +382,7 @@ class ClassifyView(QWidget):
 
     def cancel(self) -> None:
         if self._job is not None:
-            self.bridge.cancel(self._job)
+            self._job.cancel()
             self.progress.cancelling()
 
     def shutdown(self) -> None:
@@ -390,8 +391,8 @@ class ClassifyView(QWidget):
 
     # ------------------------------------------------------------------ events
 
-    def _task_event(self, job_id: str, event: object) -> None:
-        if job_id != self._job:
+    def _task_event(self, job: JobHandle, event: object) -> None:
+        if job is not self._job:
             return
         if isinstance(event, TaskProgress):
             self.progress.update_progress(event)
@@ -402,8 +403,8 @@ class ClassifyView(QWidget):
                 self.batch_rows.append((event.text, event.result))
                 self._fill_row(event.index, event.result)
 
-    def _task_finished(self, job_id: str, outcome: object) -> None:
-        if job_id != self._job:
+    def _task_finished(self, job: JobHandle, outcome: object) -> None:
+        if job is not self._job:
             return
         kind = self._job_kind
         self._job, self._job_kind = None, ""

@@ -1,16 +1,16 @@
 """What the Workbench asks of the engine, as task functions for ``EngineBridge.run_task``.
 
 Each function runs in the bridge's engine thread and yields small records the panel
-understands. Token events are batched (at most ~60 batches a second) so the GUI repaints at
-screen rate however fast tokens come."""
+understands. Token events are batched by the bridge's ``coalesce`` (at most ~60 batches a
+second) so the GUI repaints at screen rate however fast tokens come."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
-from app.bridge import TaskFn
+from app.bridge import TaskFn, coalesce
+from engine.api import Feature
 from engine.errors import Cancelled
 from engine.events import Done, Error
 from engine.options import (
@@ -23,7 +23,6 @@ from engine.options import (
 from engine.tasks.branch import branch_request
 from engine.tasks.constraints import Constraints, client_tokenizer
 
-FLUSH_S = 1 / 60
 SESSION = "workbench"
 
 
@@ -57,17 +56,8 @@ class GrammarChecked:
 
 
 def stream(tag: str, events: Iterable[object]) -> Iterator[Batch]:
-    pending: list[object] = []
-    last = time.monotonic()
-    for event in events:
-        pending.append(event)
-        now = time.monotonic()
-        if isinstance(event, Done | Error) or now - last >= FLUSH_S:
-            yield Batch(tag, tuple(pending))
-            pending = []
-            last = now
-    if pending:
-        yield Batch(tag, tuple(pending))
+    for batch in coalesce(events, final=lambda event: isinstance(event, Done | Error)):
+        yield Batch(tag, tuple(batch))
 
 
 def check_grammar(text: str) -> TaskFn:
@@ -88,7 +78,7 @@ def generate(specs: Sequence[tuple[str, RunSpec]]) -> TaskFn:
             if cancelled():
                 raise Cancelled
             grammar = spec.constraints.grammar
-            if grammar:
+            if grammar and client.capabilities.has(Feature.GRAMMAR_CHECK):
                 problems = tuple(client.validate_grammar(grammar))
                 if problems:
                     yield GrammarChecked(grammar, problems)

@@ -141,8 +141,15 @@ class ConstraintsEditor(QWidget):
         remove.clicked.connect(self._remove_bias_row)
         self.bias_status = _status_label()
 
+        self.unavailable_note = QLabel()
+        self.unavailable_note.setObjectName("unavailableNote")
+        self.unavailable_note.setWordWrap(True)
+        self.unavailable_note.hide()
+        self._unavailable: dict[str, str] = {}
+
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.unavailable_note)
         layout.addWidget(self._title("Output shape"))
         layout.addWidget(self.shape)
         layout.addWidget(self.stack, 3)
@@ -211,6 +218,27 @@ class ConstraintsEditor(QWidget):
         if row >= 0:
             self.bias.removeRow(row)
             self._edited()
+
+    def set_unavailable(self, grammar: str = "", ban: str = "", bias: str = "") -> None:
+        """Turn off what the backend cannot do; each argument is the reason ("" when it
+        can): grammar (every output shape but free text), banned phrases, logit bias."""
+        self._unavailable = {k: v for k, v in (("grammar", grammar), ("ban", ban),
+                                               ("bias", bias)) if v}
+        model = self.shape.model()
+        for index in (GRAMMAR, SCHEMA, CHOICES):
+            item = model.item(index)  # type: ignore[attr-defined]
+            item.setEnabled(not grammar)
+            item.setToolTip(grammar)
+        if grammar and self.shape.currentIndex() != FREE:
+            self.shape.setCurrentIndex(FREE)
+        for widget in (self.banned, self.ban_any_case):
+            widget.setEnabled(not ban)
+            widget.setToolTip(ban or widget.toolTip())
+        self.bias.setEnabled(not bias)
+        reasons = list(dict.fromkeys(self._unavailable.values()))
+        self.unavailable_note.setText("\n".join(reasons))
+        self.unavailable_note.setVisible(bool(reasons))
+        self._edited()
 
     # ----------------------------------------------------------------- changes
 
@@ -307,6 +335,12 @@ class ConstraintsEditor(QWidget):
         elif shape == CHOICES and not lines(self.choices.toPlainText()):
             found.append("The choice list is empty: write one choice per line.")
         found += self._bias_entries()[1]
+        if "grammar" in self._unavailable and shape != FREE:
+            found.append(self._unavailable["grammar"])
+        if "ban" in self._unavailable and lines(self.banned.toPlainText()):
+            found.append(self._unavailable["ban"])
+        if "bias" in self._unavailable and self._bias_entries()[0]:
+            found.append(self._unavailable["bias"])
         return found
 
     def constraints(self) -> Constraints:

@@ -4,7 +4,7 @@ reason and is not added."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.document_loader import DocumentLoader, LoadedDocument
+from app.document_loader import Counter, DocumentLoader, LoadedDocument
 from engine.documents import SUPPORTED_EXTENSIONS, Document
 from engine.documents.parse import FORMAT_NAMES
 
@@ -36,9 +36,10 @@ class _Entry:
     request: int
     name: str
     loaded: LoadedDocument | None = None
+    counting: bool = False  # the engine is counting its tokens
 
 
-def describe(loaded: LoadedDocument) -> str:
+def describe(loaded: LoadedDocument, counting: bool = False) -> str:
     document = loaded.document
     stats = document.stats
     parts = [FORMAT_NAMES.get(document.format, str(document.format))]
@@ -46,6 +47,7 @@ def describe(loaded: LoadedDocument) -> str:
         parts.append(f"{stats.pages} page{'s' if stats.pages != 1 else ''}")
     parts.append(f"{stats.paragraphs} paragraph{'s' if stats.paragraphs != 1 else ''}")
     parts.append(f"{loaded.tokens:,} tokens" if loaded.tokens is not None
+                 else "counting tokens…" if counting
                  else "tokens counted once a model is loaded")
     return f"{document.name} — " + " · ".join(parts)
 
@@ -57,13 +59,13 @@ class DocumentPicker(QFrame):
     changed = Signal()  # documents added, read, removed, or a file failed
     error_shown = Signal(str)
 
-    def __init__(self, model_path: Callable[[], str | None], multiple: bool = False,
+    def __init__(self, counter: Counter | None = None, multiple: bool = False,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("dropZone")
         self.setAcceptDrops(True)
         self.multiple = multiple
-        self.loader = DocumentLoader(model_path, self)
+        self.loader = DocumentLoader(counter, self)
         self.loader.loaded.connect(self._loaded)
         self.loader.failed.connect(self._failed)
         self.loader.counted.connect(self._counted)
@@ -115,6 +117,11 @@ class DocumentPicker(QFrame):
     def reading(self) -> bool:
         return any(e.loaded is None for e in self._entries)
 
+    @property
+    def counting(self) -> bool:
+        """The engine is still counting some document's tokens."""
+        return any(e.counting for e in self._entries)
+
     def total_tokens(self) -> int | None:
         counts = [e.loaded.tokens for e in self._entries if e.loaded]
         return None if not counts or None in counts else sum(c for c in counts if c)
@@ -156,7 +163,19 @@ class DocumentPicker(QFrame):
         """Count every document's tokens again (another model was loaded)."""
         for entry in self._entries:
             if entry.loaded:
-                self._counting[self.loader.count(entry.loaded.document)] = entry
+                self._count(entry)
+        self._refresh()
+
+    def _count(self, entry: _Entry) -> None:
+        assert entry.loaded is not None
+        number = self.loader.count(entry.loaded.document)
+        for old in [n for n, e in self._counting.items() if e is entry]:
+            del self._counting[old]  # an earlier count (another model's) is stale
+        entry.counting = number is not None
+        if number is not None:
+            self._counting[number] = entry
+        elif entry.loaded.tokens is not None:  # no model any more: unknown
+            entry.loaded = LoadedDocument(entry.loaded.document, None, entry.loaded.pasted)
 
     def open_dialog(self) -> None:
         if self.multiple:
@@ -206,6 +225,7 @@ class DocumentPicker(QFrame):
         entry = self._entry(request)
         if entry is not None:
             entry.loaded = loaded
+            self._count(entry)
             if not self.multiple:
                 self._entries = [e for e in self._entries if e is entry or (e.loaded is None
                                  and e.request > entry.request)]
@@ -224,13 +244,15 @@ class DocumentPicker(QFrame):
     def _counted(self, request: int, tokens: int | None) -> None:
         entry = self._counting.pop(request, None)
         if entry is not None and entry.loaded is not None and entry in self._entries:
+            entry.counting = False
             entry.loaded = LoadedDocument(entry.loaded.document, tokens, entry.loaded.pasted)
             self._refresh()
 
     def _refresh(self) -> None:
         self.list.clear()
         for entry in self._entries:
-            text = describe(entry.loaded) if entry.loaded else f"{entry.name} — reading…"
+            text = describe(entry.loaded, entry.counting) if entry.loaded \
+                else f"{entry.name} — reading…"
             item = QListWidgetItem(text)
             item.setToolTip(entry.loaded.document.source or entry.name if entry.loaded
                             else entry.name)

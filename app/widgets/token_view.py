@@ -173,10 +173,20 @@ class TokenView(QWidget):
         body.addWidget(side_scroll)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        self.notice = QLabel()
+        self.notice.setObjectName("unavailableNote")
+        self.notice.setWordWrap(True)
+        self.notice.hide()
+        layout.addWidget(self.notice)
         layout.addWidget(self.tabs)
         layout.addLayout(body, 1)
         layout.addWidget(self.legend)
         self.set_scheme("light")
+
+    def set_notice(self, text: str) -> None:
+        """What this backend cannot show here, and why ("" for nothing)."""
+        self.notice.setText(text)
+        self.notice.setVisible(bool(text))
 
     # ------------------------------------------------------------------ runs
 
