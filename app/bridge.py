@@ -38,8 +38,8 @@ from typing import Generic, Protocol, TypeVar
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from engine.api import Capabilities, Engine, Feature, require
-from engine.errors import Cancelled, UnsupportedError, VersoError
+from engine.api import Capabilities, Engine, Feature, unavailable_message
+from engine.errors import Cancelled, VersoError
 from engine.events import (
     ContextTrimmed,
     Done,
@@ -394,11 +394,8 @@ class EngineBridge(QObject):
     def unavailable(self, feature: Feature) -> str:
         """Why ``feature`` cannot be used with this backend ("" when it can), in the words
         ``engine.api.require`` uses."""
-        try:
-            require(self.engine.capabilities, feature)
-        except UnsupportedError as exc:
-            return str(exc)
-        return ""
+        caps = self.engine.capabilities
+        return "" if caps.has(feature) else unavailable_message(caps, feature)
 
     @property
     def busy(self) -> bool:

@@ -85,11 +85,21 @@ class Capabilities:
 LOCAL_CAPABILITIES = Capabilities("Verso's llama.cpp engine")
 
 
+_PLURAL = frozenset({Feature.GRAMMAR, Feature.TOKEN_PROBS, Feature.BAN_PHRASES,
+                     Feature.SESSIONS, Feature.FORCED_TOKENS})
+
+
+def unavailable_message(capabilities: Capabilities, feature: Feature) -> str:
+    """"Token probabilities are not available with <backend>." (for the user)."""
+    verb = "are" if feature in _PLURAL else "is"
+    return (f"{feature.value[0].upper()}{feature.value[1:]} {verb} not available with "
+            f"{capabilities.backend}.")
+
+
 def require(capabilities: Capabilities, feature: Feature) -> None:
     """Raise ``UnsupportedError`` naming the feature and the backend if it is missing."""
     if not capabilities.has(feature):
-        raise UnsupportedError(f"{feature.value[0].upper()}{feature.value[1:]} is not "
-                               f"available with {capabilities.backend}.")
+        raise UnsupportedError(unavailable_message(capabilities, feature))
 
 
 def check_sampling(capabilities: Capabilities, sampling: SamplingParams) -> None:

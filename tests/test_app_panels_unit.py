@@ -124,14 +124,14 @@ def test_workbench_explains_what_the_backend_cannot_do(qtbot, fake_window):
     # Tokens: no probabilities, no attention; the alternatives control is off.
     notice = wb.tokens.notice.text()
     assert not wb.tokens.notice.isHidden()
-    # (engine.api.require's wording: "<Feature> is not available with <backend>.")
-    assert f"Token probabilities is {why}" in notice and f"Attention capture is {why}" in notice
+    # (engine.api.unavailable_message: "<Feature> is/are not available with <backend>.")
+    assert f"Token probabilities are {why}" in notice and f"Attention capture is {why}" in notice
     assert not wb.n_probs.isEnabled() and why in wb.n_probs.toolTip()
     assert not wb.tokens.attention_enabled
     # Constraints: every grammar-based shape is off, with the reason.
     model = wb.constraints.shape.model()
     assert not model.item(GRAMMAR).isEnabled() and not model.item(SCHEMA).isEnabled()
-    assert f"Grammar constraints (GBNF) is {why}" in wb.constraints.unavailable_note.text()
+    assert f"Grammar constraints (GBNF) are {why}" in wb.constraints.unavailable_note.text()
     # A run still works, without asking for what the backend lacks.
     wb.editor.setPlainText("The cat")
     run = _run(qtbot, wb)
