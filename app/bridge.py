@@ -12,7 +12,7 @@ events:
 
 - ``text(str)``: streamed text, for every ``str`` the task yields, coalesced to at most one
   emission per screen refresh (``Coalescer``, the one token-coalescing implementation);
-- ``event(object)``: anything else the task yields;
+- ``yielded(object)``: anything else the task yields;
 - ``finished(object)``: the outcome, once: what the task returned (a chat reply's ``Done`` or
   ``Error``, a load's ``ModelLoaded``), else None; ``Done(CANCELLED)`` when it was cancelled,
   ``Error`` when it raised.
@@ -32,7 +32,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -134,7 +134,7 @@ def chat_task(request: ChatRequest, sink: ReplySink | None = None) -> TaskFn:
     ``Rollback`` and returns the final ``Done`` or ``Error``, which ``sink`` has stored by
     then."""
 
-    def run(engine: Engine, cancelled: CancelCheck) -> Iterator[object]:
+    def run(engine: Engine, cancelled: CancelCheck) -> Generator[object, None, object]:
         end: Done | Error | None = None
         try:
             for event in engine.chat(request):
@@ -175,7 +175,7 @@ def load_task(settings: LoadSettings) -> TaskFn:
     """Loading a model: its progress and ``ModelLoaded`` go to the bridge's global signals;
     returns the ``ModelLoaded``, the ``Error`` or ``Done(CANCELLED)``."""
 
-    def run(engine: Engine, cancelled: CancelCheck) -> Iterator[object]:
+    def run(engine: Engine, cancelled: CancelCheck) -> Generator[object, None, object]:
         outcome: object = None
         try:
             for event in engine.load(settings):
@@ -216,7 +216,7 @@ class JobHandle(QObject):
     """One submitted job. Its signals carry only this job's events (in the GUI thread)."""
 
     text = Signal(str)  # streamed text, coalesced
-    event = Signal(object)  # whatever else the task yielded
+    yielded = Signal(object)  # whatever else the task yielded (not "event": QObject.event)
     finished = Signal(object)  # the outcome (see the module's docstring); emitted once
 
     def __init__(self, bridge: EngineBridge, job_id: str, kind: str, fn: TaskFn,
@@ -423,7 +423,7 @@ class EngineBridge(QObject):
         return self.submit(kind, fn)
 
     def chat(self, request: ChatRequest, sink: ReplySink | None = None) -> JobHandle:
-        """A chat reply, an ordinary task (``chat_task``): ``text`` streams it, ``event``
+        """A chat reply, an ordinary task (``chat_task``): ``text`` streams it, ``yielded``
         carries ``ContextTrimmed``/``Progress``/``Rollback``, ``finished`` its ``Done`` or
         ``Error`` after ``sink`` stored it."""
         return self.submit("chat", chat_task(request, sink))
@@ -442,13 +442,13 @@ class EngineBridge(QObject):
             self._load_job.cancel()
 
     def count_chat_tokens(self, messages: Sequence[ChatMessage]) -> JobHandle:
-        """The prompt size of ``messages``: the handle's ``event`` carries a ``TokenCount``."""
+        """The prompt size of ``messages``: the handle's ``yielded`` carries a ``TokenCount``."""
         messages = tuple(messages)
         return self.submit("count", _count_task(lambda e: e.count_chat_tokens(messages)),
                            busy=False, cancels_engine=False)
 
     def count_tokens(self, text: str | Callable[[], str]) -> JobHandle:
-        """Tokens of a text (a document), counted by the engine: ``event`` carries a
+        """Tokens of a text (a document), counted by the engine: ``yielded`` carries a
         ``TokenCount``. ``text`` may be a function, called in the engine thread."""
         get = text if callable(text) else (lambda: text)
         return self.submit("count", _count_task(lambda e: e.count_tokens(get())),
@@ -508,7 +508,7 @@ class EngineBridge(QObject):
     @Slot(object, object)
     def _on_job_event(self, job: JobHandle, event: object) -> None:
         if not self._closed:
-            job.event.emit(event)
+            job.yielded.emit(event)
 
     @Slot(object, object)
     def _on_job_finished(self, job: JobHandle, outcome: object) -> None:

@@ -34,7 +34,7 @@ class LoadedDocument:
     pasted: str | None = None  # the text as pasted or dropped (kept so a job can be resumed)
 
 
-def engine_counter(bridge) -> Counter:  # type: ignore[no-untyped-def]
+def engine_counter(bridge) -> Counter:
     """Counts with ``bridge``'s engine while it has a model."""
     def count(document: Document) -> JobHandle | None:
         if bridge.loaded is None:
@@ -105,7 +105,7 @@ class DocumentLoader(QObject):
             if self._counts.pop(number, None) is not None:
                 self._emit(self.counted, number, None)  # cancelled or failed: unknown
 
-        job.event.connect(answer)
+        job.yielded.connect(answer)
         job.finished.connect(ended)
         return number
 
@@ -115,7 +115,7 @@ class DocumentLoader(QObject):
             job.cancel()
         self._counts.clear()
 
-    def _emit(self, signal, *args: object) -> None:  # type: ignore[no-untyped-def]
+    def _emit(self, signal, *args: object) -> None:
         if self._stop.is_set():
             return
         with contextlib.suppress(RuntimeError):  # the panel was deleted first

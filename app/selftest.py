@@ -135,6 +135,7 @@ def _run(report: _Report, home: Path) -> None:
     from engine.events import Done, Error, ModelLoaded
     from engine.options import ChatMessage, ChatRequest, SamplingParams
     from engine.store import ConversationStore
+    from engine.worker import EngineClient
 
     root = bundle_root()
     model = bundled_model_path()
@@ -156,13 +157,17 @@ def _run(report: _Report, home: Path) -> None:
     window.show()
     _wait(app, lambda: window.isVisible() and window.windowHandle() is not None
           and window.windowHandle().isExposed(), "the main window to be shown")
-    report.line(f"window visible ({app.platformName()} platform, "
+    report.line(f"window visible ({QApplication.platformName()} platform, "
                 f"{window.width()}x{window.height()})")
     try:
         _wait(app, lambda: bool(loaded or failed), "the model to load")
         if failed:
             raise SelfTestFailed(f"the bundled model did not load: {failed[0].message}")
-        pid = window.bridge.engine.pid
+        engine = window.bridge.engine
+        if not isinstance(engine, EngineClient):  # the self-test checks the packaged engine
+            raise SelfTestFailed(f"the window runs {engine.capabilities.backend}, not the "
+                                 "engine process")
+        pid = engine.pid
         report.line(f"model loaded in engine process {pid}: {loaded[0].ref.model_id}")
 
         texts: list[str] = []
@@ -210,7 +215,7 @@ def _run(report: _Report, home: Path) -> None:
     finally:
         window.close()
         window.shutdown()
-    if pid is not None and window.bridge.engine.alive():
+    if pid is not None and engine.alive():
         raise SelfTestFailed(f"the engine process {pid} is still running after closing")
 
     if not db_path.resolve().is_relative_to(home.resolve()):

@@ -59,7 +59,9 @@ class MainWindow(QMainWindow):
         self.store = store or ConversationStore()
         interrupted = self.store.finish_interrupted()
         self.store.purge_deleted()
-        self.theme = ThemeManager.for_app(QApplication.instance(), self.settings.theme)
+        app = QApplication.instance()
+        assert isinstance(app, QApplication), "the main window needs a QApplication"
+        self.theme = ThemeManager.for_app(app, self.settings.theme)
         self.bridge = EngineBridge(engine_factory, self)
         self._closed = False
 
@@ -195,7 +197,7 @@ class MainWindow(QMainWindow):
         help_menu = menu.addMenu("&Help")
         self._action(help_menu, "About Verso", self.about)
 
-    def _action(self, menu, text: str, slot: Callable[[], object],  # type: ignore[no-untyped-def]
+    def _action(self, menu, text: str, slot: Callable[[], object],
                 shortcut: str | QKeySequence.StandardKey | None = None) -> QAction:
         action = QAction(text, self)
         action.triggered.connect(lambda _checked=False: slot())

@@ -91,7 +91,7 @@ def test_a_load_that_fails_inside_llama_cpp_leaves_no_stale_model(qtbot, bridge,
 
     seen: list[object] = []
     job = bridge.run_task("after", ask)
-    job.event.connect(seen.append)
+    job.yielded.connect(seen.append)
     with qtbot.waitSignal(job.finished, timeout=TIMEOUT_MS):
         pass
     errors = [e for e in seen if isinstance(e, Error)]

@@ -83,7 +83,7 @@ def test_each_handle_gets_only_its_own_events(qtbot, bridge):
     texts: dict[str, list[str]] = {"a": [], "b": []}
     ends: dict[str, list[object]] = {"a": [], "b": []}
     for name, job in (("a", a), ("b", b)):
-        job.event.connect(seen[name].append)
+        job.yielded.connect(seen[name].append)
         job.text.connect(texts[name].append)
         job.finished.connect(ends[name].append)
     _finish(qtbot, b)
@@ -193,15 +193,15 @@ def test_token_counts_go_through_the_engine(qtbot, bridge, engine):
     messages = (ChatMessage("user", "How many tokens is this?"),)
     counts: list[object] = []
     chat = bridge.count_chat_tokens(messages)
-    chat.event.connect(counts.append)
+    chat.yielded.connect(counts.append)
     text = bridge.count_tokens(lambda: "three small words")
-    text.event.connect(counts.append)
+    text.yielded.connect(counts.append)
     _finish(qtbot, text)
     assert counts == [TokenCount(engine.count_chat_tokens(messages)), TokenCount(3)]
     engine.unload()
     unknown = bridge.count_chat_tokens(messages)
     got: list[object] = []
-    unknown.event.connect(got.append)
+    unknown.yielded.connect(got.append)
     _finish(qtbot, unknown)
     assert got == [TokenCount(None)]  # no model: unknown, not an error
 

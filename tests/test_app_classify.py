@@ -59,7 +59,7 @@ def engine_classify(qtbot, window, text: str, labels=LABELS, few_shot=(),  # typ
         yield classify(client, text, labels, few_shot, instruction)
 
     job = window.bridge.run_task("test-classify", run)
-    job.event.connect(lambda event: found.append(event)
+    job.yielded.connect(lambda event: found.append(event)
                       if isinstance(event, ClassifyResult) else None)
     with qtbot.waitSignal(job.finished, timeout=TIMEOUT_MS) as blocker:
         pass

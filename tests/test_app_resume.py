@@ -52,7 +52,7 @@ def _cancel_summary_after_first_chunk(qtbot, window: MainWindow, *paths: Path) -
         if isinstance(event, TaskProgress) and event.stage == "map" and event.done >= 1:
             panel.cancel()
 
-    watch = lambda job: job.event.connect(cancel)  # noqa: E731
+    watch = lambda job: job.yielded.connect(cancel)  # noqa: E731
     panel.job_started.connect(watch)
     with qtbot.waitSignal(panel.finished, timeout=TIMEOUT_MS) as blocker:
         panel.run_button.click()
@@ -133,7 +133,7 @@ def test_translation_cut_off_by_closing_resumes_in_a_new_window(qtbot, make_wind
     panel.glossary.add_row("river", "fleuve")
     panel.target.setCurrentText("German")
     seen: list[TaskProgress] = []
-    panel.job_started.connect(lambda job: job.event.connect(
+    panel.job_started.connect(lambda job: job.yielded.connect(
         lambda e: seen.append(e) if isinstance(e, TaskProgress) else None))
     panel.run_button.click()
     qtbot.waitUntil(lambda: any(p.done >= 1 for p in seen), timeout=TIMEOUT_MS)
@@ -151,7 +151,7 @@ def test_translation_cut_off_by_closing_resumes_in_a_new_window(qtbot, make_wind
     assert row.title.full_text() == "notes.docx → German"
     assert f"{done_before} of {job.steps_total} segments done" in row.meta.text()
     translations: list[Translation] = []
-    panel.job_started.connect(lambda job: job.event.connect(
+    panel.job_started.connect(lambda job: job.yielded.connect(
         lambda e: translations.append(e) if isinstance(e, Translation) else None))
     with qtbot.waitSignal(panel.finished, timeout=TIMEOUT_MS) as blocker:
         row.resume_button.click()

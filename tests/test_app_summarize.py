@@ -141,7 +141,7 @@ def test_cancel_then_resume_reuses_finished_steps(qtbot, make_window, files):
         if isinstance(event, TaskProgress) and event.stage == "map" and event.done >= 1:
             panel.cancel()
 
-    watch = lambda job: job.event.connect(cancel_after_first_chunk)  # noqa: E731
+    watch = lambda job: job.yielded.connect(cancel_after_first_chunk)  # noqa: E731
     panel.job_started.connect(watch)
     outcome = _run(qtbot, panel)
     panel.job_started.disconnect(watch)

@@ -168,7 +168,7 @@ def test_cancel_then_resume_a_translation(qtbot, window):
         if isinstance(event, TaskProgress) and event.stage == "translate" and event.done >= 1:
             panel.cancel()
 
-    watch = lambda job: job.event.connect(cancel_after_first)  # noqa: E731
+    watch = lambda job: job.yielded.connect(cancel_after_first)  # noqa: E731
     panel.job_started.connect(watch)
     kind, outcome = _wait(qtbot, panel, panel.run_button.click)
     panel.job_started.disconnect(watch)

@@ -42,7 +42,7 @@ class ChatPanel(QWidget):
     status_message = Signal(str)
     undo_offered = Signal(str, object)  # text, callable that undoes
 
-    def __init__(self, store: ConversationStore, bridge, settings: Callable[[], AppSettings],  # type: ignore[no-untyped-def]
+    def __init__(self, store: ConversationStore, bridge, settings: Callable[[], AppSettings],
                  presets: Callable[[], list[Preset]],
                  models: Callable[[], list[CatalogEntry]],
                  parent: QWidget | None = None) -> None:

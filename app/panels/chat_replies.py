@@ -161,7 +161,7 @@ class ReplyController(QObject):
             return ModelRef.local(self._bridge.loading.path)
         return self._bridge.loaded.ref if self._bridge.loaded else None
 
-    def _launch(self, conversation: Conversation, message_id: str, request,  # type: ignore[no-untyped-def]
+    def _launch(self, conversation: Conversation, message_id: str, request,
                 prefix: str = "") -> None:
         wanted = conversation.model
         if wanted and not wanted.same_model(self._current_model()):
@@ -178,7 +178,7 @@ class ReplyController(QObject):
         self.active.job = job
         active = self.active
         job.text.connect(lambda text: self._on_text(active, text))
-        job.event.connect(lambda event: self._on_event(active, event))
+        job.yielded.connect(lambda event: self._on_event(active, event))
         job.finished.connect(lambda outcome: self._on_end(active, outcome))
         self.reply_started.emit(message_id, job)
 
@@ -247,12 +247,12 @@ class ReplyController(QObject):
         self.reply_finished.emit(job_id, event)
         self.count_now()
 
-    def _visible_for(self, active: ActiveReply):  # type: ignore[no-untyped-def]
+    def _visible_for(self, active: ActiveReply):
         if self._shown() != active.conversation_id:
             return None
         return self._view.bubble(active.message_id)
 
-    def refresh_versions(self, all_versions) -> None:  # type: ignore[no-untyped-def]
+    def refresh_versions(self, all_versions) -> None:
         for bubble in self._view.bubbles():
             if not bubble.streaming and bubble.message_id in all_versions:
                 bubble.update_message(bubble.message, all_versions[bubble.message_id],
@@ -284,7 +284,7 @@ class ReplyController(QObject):
         if self._count_job is not None:
             self._count_job.cancel()  # still queued behind a reply: only the latest counts
         job = self._count_job = self._bridge.count_chat_tokens(messages)
-        job.event.connect(lambda event: self._on_counted(job, event))
+        job.yielded.connect(lambda event: self._on_counted(job, event))
 
     def _on_counted(self, job: JobHandle, event: object) -> None:
         loaded = self._bridge.loaded

@@ -33,7 +33,7 @@ class Classified:
     result: ClassifyResult
 
 
-def _classify(client, spec: ClassifySpec, text: str,  # type: ignore[no-untyped-def]
+def _classify(client, spec: ClassifySpec, text: str,
               cancelled: CancelCheck) -> ClassifyResult:
     try:
         return classify(client, text, spec.labels, spec.few_shot, spec.instruction)
@@ -46,7 +46,7 @@ def _classify(client, spec: ClassifySpec, text: str,  # type: ignore[no-untyped-
 
 
 def classify_text(text: str, spec: ClassifySpec) -> TaskFn:
-    def run(client, cancelled) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    def run(client, cancelled) -> Iterator[object]:
         yield Classified(0, text, _classify(client, spec, text, cancelled))
     return run
 
@@ -55,7 +55,7 @@ def classify_texts(texts: Sequence[str], spec: ClassifySpec) -> TaskFn:
     """Classify ``texts`` in order; progress (with time left) after each one."""
     items = tuple(texts)
 
-    def run(client, cancelled) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    def run(client, cancelled) -> Iterator[object]:
         total = len(items)
         yield TaskProgress(STAGE, 0, total)
         started = time.monotonic()

@@ -83,11 +83,11 @@ class JobResumePanel(QWidget):
         self.bridge.load_failed.connect(lambda _e: self._update())
         self.bridge.load_cancelled.connect(self._update)
 
-    def _submit(self, kind: str, fn) -> JobHandle:  # type: ignore[no-untyped-def]
+    def _submit(self, kind: str, fn) -> JobHandle:
         """Queue the panel's task; its handle's events reach ``_task_event`` and
         ``_task_finished``."""
         job = self.bridge.run_task(kind, fn)
-        job.event.connect(lambda event: self._task_event(job, event))
+        job.yielded.connect(lambda event: self._task_event(job, event))
         job.finished.connect(lambda outcome: self._task_finished(job, outcome))
         self.job_started.emit(job)
         return job

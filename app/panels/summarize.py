@@ -64,7 +64,7 @@ class SummaryOutcome:
     chunks: dict[int, Chunk]  # chunk id -> its text and location, for showing citations
 
 
-def summarize_task(documents: Sequence[Document], settings: SummarizeSettings,  # type: ignore[no-untyped-def]
+def summarize_task(documents: Sequence[Document], settings: SummarizeSettings,
                    pasted: Sequence[str | None] | None = None,
                    resumed: JobRecipe | None = None):
     """The engine-thread side: progress, then one ``SummaryOutcome``. ``pasted``: the text of
@@ -72,7 +72,7 @@ def summarize_task(documents: Sequence[Document], settings: SummarizeSettings,  
     ``resumed``: the recipe of the job this run resumes (its model reference is kept)."""
     documents = list(documents)
 
-    def run(client, cancelled: CancelCheck) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    def run(client, cancelled: CancelCheck) -> Iterator[object]:
         if settings.mode is Mode.EXTRACTIVE:
             for event in summarize(None, documents, settings, cancel=cancelled):
                 yield SummaryOutcome(event, {}) if isinstance(event, SummaryResult) else event
@@ -141,9 +141,11 @@ class SummarizePanel(JobResumePanel):
         for spin in (self.length, self.chunk_tokens):
             spin.valueChanged.connect(self._options_changed)
         options = QHBoxLayout()
-        for label, widget in (("Mode", self.mode), ("Form", self.form), ("Length", self.length)):
+        fields: tuple[tuple[str, QWidget], ...] = (
+            ("Mode", self.mode), ("Form", self.form), ("Length", self.length))
+        for label, field in fields:
             options.addWidget(QLabel(label))
-            options.addWidget(widget)
+            options.addWidget(field)
         options.addWidget(self.length_unit)
         options.addSpacing(12)
         options.addWidget(QLabel("Chunk"))

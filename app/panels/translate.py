@@ -67,13 +67,13 @@ class RetranslatedSegment:
     segment: Segment
 
 
-def translate_task(document: Document, settings: TranslateSettings,  # type: ignore[no-untyped-def]
+def translate_task(document: Document, settings: TranslateSettings,
                    pasted: str | None = None, resumed: JobRecipe | None = None):
     """Finished segments are stored as they arrive: the same job run again resumes. The job
     keeps the document's path (or ``pasted``, the pasted text) and the settings; ``resumed``:
     the recipe of the job this run resumes (its model reference is kept)."""
 
-    def run(client, cancelled: CancelCheck) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    def run(client, cancelled: CancelCheck) -> Iterator[object]:
         target = language_name(language_code(settings.target) or settings.target)
         recipe = make_recipe(translation_title(document, target), [document],
                              settings.to_json(), job_model(client, resumed),
@@ -86,8 +86,8 @@ def translate_task(document: Document, settings: TranslateSettings,  # type: ign
 
 
 def retranslate_task(translation: Translation, index: int, settings: TranslateSettings,
-                     sampling: SamplingParams):  # type: ignore[no-untyped-def]
-    def run(client, cancelled: CancelCheck) -> Iterator[object]:  # type: ignore[no-untyped-def]
+                     sampling: SamplingParams):
+    def run(client, cancelled: CancelCheck) -> Iterator[object]:
         yield TaskProgress("retranslate", 0, 1)
         again = retranslate(client, translation, index, settings, sampling, cancelled)
         yield RetranslatedSegment(again.segments[index])
@@ -323,7 +323,11 @@ class TranslatePanel(JobResumePanel):
         self._settings_used = settings
         self._run_key_started = self._run_key()
         loaded = self.picker.loaded()
-        self._start("translate", translate_task(self.document(), settings,
+        document = self.document()
+        if document is None:
+            self._show_error("Open or paste a document to translate.")
+            return
+        self._start("translate", translate_task(document, settings,
                                                 loaded[0].pasted if loaded else None,
                                                 self._resuming),
                     "Waiting for the engine…")
@@ -347,7 +351,7 @@ class TranslatePanel(JobResumePanel):
                     f"Re-translating segment {index + 1}…")
         return True
 
-    def _start(self, kind: str, fn, text: str) -> None:  # type: ignore[no-untyped-def]
+    def _start(self, kind: str, fn, text: str) -> None:
         self.error.hide()
         self.interrupted.hide()  # listed again when this run ends, if it does not finish
         self.progress.start(text)

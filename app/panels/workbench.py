@@ -105,7 +105,8 @@ class WorkbenchPanel(QWidget):
         self._apply_capabilities()
         self.bridge.model_loaded.connect(self._model_loaded)
         self.bridge.busy_changed.connect(lambda _busy: self._update_run_state())
-        theme = QApplication.instance().findChild(ThemeManager)
+        app = QApplication.instance()
+        theme = app.findChild(ThemeManager) if app is not None else None
         if isinstance(theme, ThemeManager):
             theme.changed.connect(self.set_scheme)
             self.set_scheme(theme.scheme or "light")
@@ -164,9 +165,9 @@ class WorkbenchPanel(QWidget):
         for title, widget, stretch in (("System", self.system, 0),
                                        ("Message", self.message, 2),
                                        ("Reply", self.reply, 3)):
-            label = QLabel(title)
-            label.setObjectName("sectionTitle")
-            chat_layout.addWidget(label)
+            heading = QLabel(title)
+            heading.setObjectName("sectionTitle")
+            chat_layout.addWidget(heading)
             chat_layout.addWidget(widget, stretch)
         self.text_stack = QStackedWidget()
         self.text_stack.addWidget(self.editor)
@@ -184,10 +185,12 @@ class WorkbenchPanel(QWidget):
         self.classify = ClassifyView(self.bridge)
         self.work = QTabWidget()
         self.work.setObjectName("workbenchTabs")
-        for widget, title in ((self.text_stack, "Text"), (self.tokens, "Tokens"),
-                              (self.compare, "Compare"), (self.model_view, "Model"),
-                              (self.attention, "Attention"), (self.classify, "Classify")):
-            self.work.addTab(widget, title)
+        tabs: tuple[tuple[QWidget, str], ...] = (
+            (self.text_stack, "Text"), (self.tokens, "Tokens"), (self.compare, "Compare"),
+            (self.model_view, "Model"), (self.attention, "Attention"),
+            (self.classify, "Classify"))
+        for tab, title in tabs:
+            self.work.addTab(tab, title)
         self.work.currentChanged.connect(self._work_tab_changed)
 
         # Controls: sampling with presets, constraints.
@@ -437,7 +440,7 @@ class WorkbenchPanel(QWidget):
 
     def _submit(self, kind: str, fn: tasks.TaskFn) -> JobHandle:
         job = self.bridge.run_task(f"workbench-{kind}", fn)
-        job.event.connect(lambda event: self._task_event(job, event))
+        job.yielded.connect(lambda event: self._task_event(job, event))
         job.finished.connect(lambda outcome: self._task_finished(job, outcome))
         return job
 
@@ -754,8 +757,12 @@ class WorkbenchPanel(QWidget):
         if loaded is None:
             self.model_view.clear()
             return
+        if loaded.local_path is None:
+            self.model_view.clear(f"{loaded.ref.label} runs on a server: its GGUF header is "
+                                  "not available here.")
+            return
         try:
-            info = read_model_info(loaded.local_path) if loaded.local_path else None
+            info = read_model_info(loaded.local_path)
         except VersoError as exc:
             self.model_view.clear(f"The model's header could not be read: {exc}")
             return

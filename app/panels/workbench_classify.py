@@ -343,7 +343,7 @@ class ClassifyView(QWidget):
         self._started = time.monotonic()
         self._show_error("")
         job = self._job = self.bridge.run_task(f"classify-{kind}", fn)
-        job.event.connect(lambda event: self._task_event(job, event))
+        job.yielded.connect(lambda event: self._task_event(job, event))
         job.finished.connect(lambda outcome: self._task_finished(job, outcome))
         self._update()
         return job

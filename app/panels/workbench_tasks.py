@@ -61,7 +61,7 @@ def stream(tag: str, events: Iterable[object]) -> Iterator[Batch]:
 
 
 def check_grammar(text: str) -> TaskFn:
-    def run(client, cancelled) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    def run(client, cancelled) -> Iterator[object]:
         yield GrammarChecked(text, tuple(client.validate_grammar(text)))
     return run
 
@@ -73,7 +73,7 @@ def messages_for(spec: RunSpec) -> tuple[ChatMessage, ...]:
 
 def generate(specs: Sequence[tuple[str, RunSpec]]) -> TaskFn:
     """Run each spec in turn (one for a run, two for a comparison), tagged."""
-    def run(client, cancelled) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    def run(client, cancelled) -> Iterator[object]:
         for tag, spec in specs:
             if cancelled():
                 raise Cancelled
@@ -107,7 +107,7 @@ def branch(tag: str, request: CompletionRequest | ChatRequest, output: Sequence[
     Raw completions force the kept tokens and the new one (exact tokens, the KV cache reused
     up to the branch). A chat reply is continued from its kept text plus the new token's
     text (``continue_last``): the model re-reads the same text, tokenized afresh."""
-    def run(client, cancelled) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    def run(client, cancelled) -> Iterator[object]:
         if isinstance(request, CompletionRequest):
             new = branch_request(request, output, position, token_id)
             yield Started(tag, new, tuple(prompt_tokens))
@@ -123,6 +123,6 @@ def branch(tag: str, request: CompletionRequest | ChatRequest, output: Sequence[
 
 
 def attention(tokens: Sequence[int], query_position: int) -> TaskFn:
-    def run(client, cancelled) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    def run(client, cancelled) -> Iterator[object]:
         yield client.attention(list(tokens), query_position)
     return run
