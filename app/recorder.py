@@ -13,10 +13,12 @@ from typing import Any
 
 from engine.events import ContextTrimmed, Done, Error, FinishReason
 from engine.store import ConversationStore, StoreError
+from engine.store.models import Status
 
 log = logging.getLogger(__name__)
 
-_STATUS = {FinishReason.CANCELLED: "cancelled"}  # an Error event is saved as "error"
+# An Error event is saved as "error"; every other finish as "complete".
+_STATUS: dict[FinishReason, Status] = {FinishReason.CANCELLED: "cancelled"}
 
 
 def stats_record(done: Done, trimmed: ContextTrimmed | None = None) -> dict[str, Any]:
@@ -40,7 +42,8 @@ class ReplyRecorder:
         self._last_save = clock()
         self._trimmed: ContextTrimmed | None = None
         self.saves = 0
-        self.error: str | None = None
+        self.error: str | None = None  # the last save's failure; None once a save succeeds
+        self._unsaved: tuple[str, Status | None, dict[str, Any] | None, str | None] | None = None
 
     def content(self) -> str:
         return self._prefix + "".join(self._chunks)
@@ -69,12 +72,27 @@ class ReplyRecorder:
         partial = event.partial_text or "".join(self._chunks)
         self._save(self._prefix + partial, "error", error=event.message)
 
-    def _save(self, content: str, status: str | None = None,
+    @property
+    def unsaved(self) -> bool:
+        """A save failed (disk full, I/O error) and has not been retried successfully."""
+        return self._unsaved is not None
+
+    def retry(self) -> bool:
+        """Save what the last failed save could not (the reply as it ended); True once the
+        reply is stored."""
+        if self._unsaved is None:
+            return True
+        self._save(*self._unsaved)
+        return self._unsaved is None
+
+    def _save(self, content: str, status: Status | None = None,
               stats: dict[str, Any] | None = None, error: str | None = None) -> None:
         try:
-            self._store.update_message_content(self.message_id, content, status,  # type: ignore[arg-type]
-                                               stats, error)
+            self._store.update_message_content(self.message_id, content, status, stats, error)
             self.saves += 1
+            self.error = None
+            self._unsaved = None
         except (StoreError, KeyError) as exc:
             self.error = str(exc)
+            self._unsaved = (content, status, stats, error)
             log.error("could not save reply %s: %s", self.message_id, exc)

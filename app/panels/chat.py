@@ -33,7 +33,7 @@ from app.widgets.message_view import MessageView
 from engine.catalog import CatalogEntry
 from engine.errors import VersoError
 from engine.model_ref import ModelRef
-from engine.store import Conversation, ConversationStore
+from engine.store import Conversation, ConversationStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ class ChatPanel(QWidget):
         self.replies = ReplyController(store, bridge, self.view, self.composer, settings,
                                        lambda: self.conversation_id, self._model_name)
         self.replies.notice.connect(self.status_message)
+        self.replies.store_error.connect(self._show_store_error)
         self.replies.reply_finished.connect(lambda *_: self.refresh_list())
         self.composer.send_requested.connect(self.send)
         self.conversations.selected.connect(self.open_conversation)
@@ -294,10 +295,21 @@ class ChatPanel(QWidget):
         text = self.composer.text() if text is None else text
         if not text.strip() or not self.replies_ready():
             return
-        conversation = self.current() or self._create(text)
+        try:
+            conversation = self.current() or self._create(text)
+        except StoreError as exc:
+            self.replies.store_failed(exc, "Your message was not sent, and it is still in "
+                                            "the box.")
+            return
         if self.replies.send(conversation, text) is not None:
             self.composer.clear()
             self.refresh_list()
+
+    def _show_store_error(self, message: str) -> None:
+        box = QMessageBox(QMessageBox.Icon.Warning, "Chat history not saved", message,
+                          QMessageBox.StandardButton.Ok, self)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()  # not modal: the reply keeps streaming and the app stays usable
 
     def replies_ready(self) -> bool:
         return not self.replies.busy

@@ -4,7 +4,7 @@ retry; streaming into the message view; and the context meter before sending."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
@@ -23,9 +23,10 @@ from app.widgets.message_view import MessageView
 from engine.events import ContextTrimmed, Done, Error, ErrorKind, Progress, Rollback
 from engine.model_ref import ModelRef
 from engine.options import ChatMessage, prompt_limit
-from engine.store import Conversation, ConversationStore, Message
+from engine.store import Conversation, ConversationStore, Message, StoreError
 
 COUNT_DELAY_MS = 350
+SAVE_RETRY_MS = 5000  # a reply that could not be saved is retried this often
 
 
 @dataclass
@@ -35,6 +36,7 @@ class ActiveReply:
     prefix: str = ""
     chunks: list[str] = field(default_factory=list)
     job: JobHandle | None = None
+    recorder: ReplyRecorder | None = None
 
     def text(self) -> str:
         return self.prefix + "".join(self.chunks)
@@ -43,6 +45,7 @@ class ActiveReply:
 class ReplyController(QObject):
     busy_changed = Signal(bool)
     notice = Signal(str)
+    store_error = Signal(str)  # the history could not be written: the window shows a dialog
     model_needed = Signal(object)  # ModelRef of the conversation's model
     reply_started = Signal(str, object)  # message id, its JobHandle
     reply_finished = Signal(str, object)  # message id, Done | Error
@@ -56,6 +59,7 @@ class ReplyController(QObject):
         super().__init__(composer)
         self._store = store
         self._bridge = bridge
+        self._unsaved: set[ReplyRecorder] = set()  # replies whose save is being retried
         self._view = view
         self._composer = composer
         self._settings = settings
@@ -92,13 +96,25 @@ class ReplyController(QObject):
         return True
 
     def send(self, conversation: Conversation, text: str) -> Message | None:
-        """Add ``text`` as the user's message at the end of the visible thread and reply."""
+        """Add ``text`` as the user's message at the end of the visible thread and reply.
+        None when it could not be sent (the composer keeps the text)."""
         if not self._ready():
             return None
-        user = self._store.add_message(conversation.id, "user", text)
+        try:
+            user = self._store.add_message(conversation.id, "user", text)
+        except StoreError as exc:
+            self.store_failed(exc, "Your message was not sent, and it is still in the box.")
+            return None
         self._view.append(user)
         self._start(conversation, user)
         return user
+
+    def store_failed(self, exc: StoreError, what: str) -> None:
+        """The history could not be written (disk full, I/O error, read-only): say so, in
+        the status bar and a dialog, instead of a traceback."""
+        message = f"{exc.message.split(' (')[0]} {what}"
+        self.notice.emit(message)
+        self.store_error.emit(message)
 
     def regenerate(self, conversation: Conversation, reply_id: str) -> None:
         """A new version of a reply; the old one stays reachable (1/2, 2/2)."""
@@ -116,8 +132,12 @@ class ReplyController(QObject):
         original = self._store.get_message(user_id)
         if original is None or not self._ready():
             return
-        user = self._store.add_message(conversation.id, "user", text,
-                                       parent_id=original.parent_id)
+        try:
+            user = self._store.add_message(conversation.id, "user", text,
+                                           parent_id=original.parent_id)
+        except StoreError as exc:
+            self.store_failed(exc, "The edited message was not sent.")
+            return
         self._view.remove_from(user_id)
         self._view.append(user)
         self._start(conversation, user)
@@ -132,7 +152,11 @@ class ReplyController(QObject):
             return
         upto = thread[: ids.index(reply_id) + 1]
         request = build_request(self._settings(), conversation, upto, continue_last=True)
-        self._store.update_message_content(reply_id, reply.content, "streaming")
+        try:
+            self._store.update_message_content(reply_id, reply.content, "streaming")
+        except StoreError as exc:
+            self.store_failed(exc, "The reply was not continued.")
+            return
         self._launch(conversation, reply_id, request, prefix=reply.content)
 
     def _start(self, conversation: Conversation, parent: Message) -> None:
@@ -141,8 +165,13 @@ class ReplyController(QObject):
         if parent.id in ids:
             thread = thread[: ids.index(parent.id) + 1]
         request = build_request(self._settings(), conversation, thread)
-        reply = self._store.add_message(conversation.id, "assistant", "", parent_id=parent.id,
-                                        status="streaming", model=self._model_for(conversation))
+        try:
+            reply = self._store.add_message(conversation.id, "assistant", "",
+                                            parent_id=parent.id, status="streaming",
+                                            model=self._model_for(conversation))
+        except StoreError as exc:
+            self.store_failed(exc, "No reply was started.")
+            return
         self._view.append(reply)
         self._launch(conversation, reply.id, request)
 
@@ -176,6 +205,7 @@ class ReplyController(QObject):
         recorder = ReplyRecorder(self._store, message_id, prefix)
         job = self._bridge.chat(request, recorder)
         self.active.job = job
+        self.active.recorder = recorder
         active = self.active
         job.text.connect(lambda text: self._on_text(active, text))
         job.yielded.connect(lambda event: self._on_event(active, event))
@@ -230,6 +260,13 @@ class ReplyController(QObject):
         if not isinstance(event, Done | Error):  # a chat job always ends with one of them
             event = Error(ErrorKind.INTERNAL, "The reply ended without a result.")
         message = self._store.get_message(job_id)
+        recorder = active.recorder
+        if message is not None and recorder is not None and recorder.unsaved:
+            # The reply streamed but could not be stored: show what streamed, not the stored
+            # row, and store it as soon as the disk allows.
+            message = replace(message, content=active.text(),
+                              status="error" if isinstance(event, Error) else "complete")
+            self._keep_saving(recorder)
         bubble = self._visible_for(active)
         if message is not None and bubble is not None:
             all_versions = versions(self._store.messages(active.conversation_id))
@@ -246,6 +283,26 @@ class ReplyController(QObject):
             self.notice.emit(event.message)
         self.reply_finished.emit(job_id, event)
         self.count_now()
+
+    def _keep_saving(self, recorder: ReplyRecorder) -> None:
+        """Retry a reply's failed save every few seconds until it is stored (or the app
+        closes; then the status bar says at the next start that the text was cut short)."""
+        self.store_failed(StoreError(recorder.error or "The reply could not be saved."),
+                           "The reply stays on screen; Verso saves it as soon as there is "
+                           "space again.")
+        timer = QTimer(self)
+        timer.setInterval(SAVE_RETRY_MS)
+
+        def attempt() -> None:
+            if recorder.retry():
+                timer.stop()
+                timer.deleteLater()
+                self._unsaved.discard(recorder)
+                self.notice.emit("The reply that could not be saved is now saved.")
+
+        timer.timeout.connect(attempt)
+        self._unsaved.add(recorder)
+        timer.start()
 
     def _visible_for(self, active: ActiveReply):
         if self._shown() != active.conversation_id:
