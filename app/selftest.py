@@ -24,6 +24,10 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PySide6.QtCore import QCoreApplication
 
 TIMEOUT_S = float(os.environ.get("VERSO_SELF_TEST_TIMEOUT", "120"))
 PROMPT = "Say hello in one short sentence."
@@ -82,12 +86,13 @@ def _origins(files: list[str], root: Path | None) -> str:
     return f"{inside} in the bundle; outside it: {where}"
 
 
-def _wait(app: object, done: Callable[[], bool], what: str, timeout: float = TIMEOUT_S) -> None:
+def _wait(app: QCoreApplication, done: Callable[[], bool], what: str,
+          timeout: float = TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout
     while not done():
         if time.monotonic() > deadline:
             raise SelfTestFailed(f"timed out after {timeout:.0f} s waiting for {what}")
-        app.processEvents()  # type: ignore[attr-defined]
+        app.processEvents()
         time.sleep(0.005)
 
 

@@ -284,7 +284,7 @@ class WorkbenchPanel(QWidget):
     def _apply_capabilities(self) -> None:
         """Turn off, with the reason, what this backend cannot do (``Capabilities``)."""
         has, why = self.bridge.has, self.bridge.unavailable
-        raw = self.mode.model().item(0)  # type: ignore[attr-defined]
+        raw = self.mode.model().item(0)  # type: ignore[attr-defined]  # a QStandardItemModel
         raw.setEnabled(has(Feature.RAW_COMPLETION))
         raw.setToolTip(why(Feature.RAW_COMPLETION))
         if not has(Feature.RAW_COMPLETION):
@@ -578,7 +578,7 @@ class WorkbenchPanel(QWidget):
     def _inherit(self, run: Run, record: TokenRecord) -> TokenRecord:
         """Echoed forced tokens of a raw branch carry no probabilities: take them from the
         run it branched from (the kept tokens', and the alternative's at the branch)."""
-        parent = self.tokens.runs[run.parent]  # type: ignore[index]
+        parent = self.tokens.runs[run.parent]  # type: ignore[index]  # callers check parent
         position = len(run.records)
         branch_at = run.branch_position or 0
         if position < branch_at and position < len(parent.records):
@@ -594,7 +594,7 @@ class WorkbenchPanel(QWidget):
     def _seed_chat_branch(self, run: Run, kept_text: str) -> None:
         """A chat branch streams only the continuation: show the kept tokens and the chosen
         alternative first, from the run it branched from."""
-        parent = self.tokens.runs[run.parent]  # type: ignore[index]
+        parent = self.tokens.runs[run.parent]  # type: ignore[index]  # callers check parent
         position = run.branch_position or 0
         kept = [TokenRecord(r.token_id, r.text, r.logprob, r.alternatives)
                 for r in parent.records[:position]]

@@ -226,7 +226,7 @@ class ConstraintsEditor(QWidget):
                                                ("bias", bias)) if v}
         model = self.shape.model()
         for index in (GRAMMAR, SCHEMA, CHOICES):
-            item = model.item(index)  # type: ignore[attr-defined]
+            item = model.item(index)  # type: ignore[attr-defined]  # a QStandardItemModel
             item.setEnabled(not grammar)
             item.setToolTip(grammar)
         if grammar and self.shape.currentIndex() != FREE:

@@ -27,6 +27,7 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -91,9 +92,9 @@ class BatchDecoder:
         self.prefix_seq = self.n_parallel
         self.prompts = [list(item.tokens) for item in request.items]
         self.prefix = shared_prefix(self.prompts)
-        self.ctx = None
-        self.batch = None
-        self._abort: AbortSwitch | None = None
+        self.ctx: Any = None  # llama_cpp._internals.LlamaContext (no type stubs)
+        self.batch: Any = None  # llama_cpp._internals.LlamaBatch
+        self._abort = AbortSwitch(cancel)
         self.evaluated = 0
         self.generated = 0
 
@@ -130,7 +131,6 @@ class BatchDecoder:
         self.n_batch = params.n_batch
         self.batch = LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=self.n_parallel + 1,
                                 verbose=False)
-        self._abort = AbortSwitch(self.cancel)
 
     def close(self) -> None:
         if self.ctx is not None:

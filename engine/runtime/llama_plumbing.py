@@ -77,7 +77,7 @@ class AbortSwitch:
         import llama_cpp
 
         self.armed = on
-        callback = self.callback if on else ctypes.cast(None, llama_cpp.ggml_abort_callback)
+        callback = self.callback if on else ctypes.cast(None, llama_cpp.ggml_abort_callback)  # type: ignore[arg-type]  # a NULL callback; ctypes accepts None
         llama_cpp.llama_set_abort_callback(ctx, callback, None)
 
     @contextmanager

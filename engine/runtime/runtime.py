@@ -22,6 +22,7 @@ import random
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -144,7 +145,7 @@ class _Output:
 class Runtime:
     def __init__(self, snapshot_budget_bytes: int = DEFAULT_SNAPSHOT_BUDGET,
                  reuse_kv: bool = True, batch_invariant: bool = False) -> None:
-        self._llama = None
+        self._llama: Any = None  # llama_cpp.Llama (llama_cpp ships no type stubs)
         self._settings: LoadSettings | None = None
         self._template: ChatTemplate | None = None
         self._loaded: ModelLoaded | None = None
@@ -244,7 +245,7 @@ class Runtime:
         self._vocab_text.clear()
         self._always_banned = None
 
-    def _require_model(self):
+    def _require_model(self) -> Any:  # llama_cpp.Llama
         if self._llama is None:
             raise VersoError("No model is loaded. Load a model first.", ErrorKind.NO_MODEL)
         return self._llama
@@ -518,6 +519,7 @@ class Runtime:
         n_batch = llm.n_batch
         batch = llm._batch
         done = 0
+        assert self._abort is not None, "set by load() with the model"
         with self._abort.armed_on(llm.ctx, cancel):
             while done < len(tokens):
                 if cancel():
@@ -663,8 +665,10 @@ class Runtime:
         try:
             try:
                 for start in range(0, len(to_eval), llm.n_batch):
-                    self._evaluate(to_eval[start:start + llm.n_batch], cancel,
-                                   lambda d, s=start: on_progress(s + d))
+                    def progress(done: int, offset: int = start) -> None:
+                        on_progress(offset + done)
+
+                    self._evaluate(to_eval[start:start + llm.n_batch], cancel, progress)
                     yield from events
                     events.clear()
             except Cancelled:
@@ -741,6 +745,7 @@ class Runtime:
                 at = hit.token_index - len(forced)
                 bans = {p: b for p, b in bans.items() if p <= at}
                 bans.setdefault(at, set()).add(out.generated[at] if at < position else token)
+                assert guard is not None  # only a guard reports a hit
                 guard.truncate(len(forced) + at)
                 if at == position:
                     logits[:] = raw
