@@ -38,7 +38,7 @@ from typing import Generic, Protocol, TypeVar
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from engine.api import Capabilities, Engine, Feature, unavailable_message
+from engine.api import CancelCheck, Capabilities, Engine, Feature, unavailable_message
 from engine.errors import Cancelled, VersoError
 from engine.events import (
     ContextTrimmed,
@@ -57,7 +57,6 @@ log = logging.getLogger(__name__)
 
 TOKEN_FLUSH_S = 1 / 60  # coalesce tokens arriving faster than the screen refreshes
 
-CancelCheck = Callable[[], bool]
 TaskFn = Callable[[Engine, CancelCheck], Iterator[object]]
 """Runs in the engine thread; yields records for the panel (``str``: streamed text) and may
 ``return`` the job's outcome."""
@@ -113,7 +112,7 @@ class ReplySink(Protocol):
 
     def text(self, chunk: str) -> None: ...
 
-    def retract(self, n_chars: int) -> None: ...
+    def rollback(self, event: Rollback) -> None: ...
 
     def trimmed(self, event: ContextTrimmed) -> None: ...
 
@@ -149,7 +148,7 @@ def chat_task(request: ChatRequest, sink: ReplySink | None = None) -> TaskFn:
                     if sink is not None and isinstance(event, ContextTrimmed):
                         sink.trimmed(event)
                     elif sink is not None and isinstance(event, Rollback):
-                        sink.retract(event.n_chars)
+                        sink.rollback(event)
                     yield event
         except VersoError as exc:
             end = Error(exc.kind, str(exc))

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from engine.events import ContextTrimmed, Done, Error, FinishReason
+from engine.events import ContextTrimmed, Done, Error, FinishReason, Rollback, fold_text
 from engine.store import ConversationStore, StoreError
 from engine.store.models import Status
 
@@ -55,10 +55,9 @@ class ReplyRecorder:
             self._last_save = now
             self._save(self.content())
 
-    def retract(self, n_chars: int) -> None:
-        """Banned-phrase enforcement undid the last ``n_chars`` streamed characters."""
-        text = "".join(self._chunks)
-        self._chunks = [text[: max(0, len(text) - n_chars)]]
+    def rollback(self, event: Rollback) -> None:
+        """Banned-phrase enforcement undid the last characters streamed."""
+        fold_text(self._chunks, event)
 
     def trimmed(self, event: ContextTrimmed) -> None:
         self._trimmed = event

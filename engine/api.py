@@ -11,7 +11,7 @@ capability with a message that names the feature and the backend.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
@@ -26,6 +26,9 @@ from engine.options import (
     LoadSettings,
     SamplingParams,
 )
+
+CancelCheck = Callable[[], bool]
+"""True once the caller wants an operation stopped (checked between steps)."""
 
 
 class Feature(StrEnum):

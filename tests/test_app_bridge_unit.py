@@ -9,7 +9,16 @@ import pytest
 
 from app.bridge import Coalescer, EngineBridge, TokenCount, coalesce
 from engine.api import Capabilities, Feature
-from engine.events import ContextTrimmed, Done, Error, ErrorKind, FinishReason, ModelLoaded
+from engine.events import (
+    ContextTrimmed,
+    Done,
+    Error,
+    ErrorKind,
+    FinishReason,
+    ModelLoaded,
+    Rollback,
+    fold_text,
+)
 from engine.options import ChatMessage, ChatRequest, LoadSettings
 from engine.testing.fake_engine import FakeEngine
 
@@ -33,9 +42,8 @@ class ListSink:
         self.threads.add(threading.get_ident())
         self.chunks.append(chunk)
 
-    def retract(self, n_chars: int) -> None:
-        text = "".join(self.chunks)
-        self.chunks = [text[: len(text) - n_chars]]
+    def rollback(self, event: Rollback) -> None:
+        fold_text(self.chunks, event)
 
     def trimmed(self, event: ContextTrimmed) -> None:
         pass

@@ -25,7 +25,7 @@ def test_rollback_removes_retracted_text_from_what_is_saved(tmp_path):
     store, message_id, recorder = _recorder(tmp_path)
     recorder.text("The capital is Par")
     rollback = Rollback(n_tokens=1, n_chars=3, phrase="Par")
-    recorder.retract(rollback.n_chars)
+    recorder.rollback(rollback)
     recorder.text("Rome")
     assert store.get_message(message_id).content == "The capital is Rome"
     recorder.done(Done(FinishReason.STOP, "The capital is Rome"))

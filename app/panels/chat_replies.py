@@ -20,7 +20,7 @@ from app.recorder import ReplyRecorder
 from app.settings import AppSettings
 from app.widgets.composer import Composer
 from app.widgets.message_view import MessageView
-from engine.events import ContextTrimmed, Done, Error, ErrorKind, Progress, Rollback
+from engine.events import ContextTrimmed, Done, Error, ErrorKind, Progress, Rollback, fold_text
 from engine.model_ref import ModelRef
 from engine.options import ChatMessage, prompt_limit
 from engine.store import Conversation, ConversationStore, Message, StoreError
@@ -240,8 +240,7 @@ class ReplyController(QObject):
             return
         bubble = self._visible_for(active)
         if isinstance(event, Rollback):
-            body = "".join(active.chunks)
-            active.chunks = [body[: max(0, len(body) - event.n_chars)]]
+            fold_text(active.chunks, event)
             if bubble is not None:  # rare: re-render the streamed text without the phrase
                 bubble.start_stream(active.text())
         elif isinstance(event, ContextTrimmed):

@@ -61,6 +61,7 @@ from engine.events import (
     ModelLoaded,
     Rollback,
     Token,
+    fold_text,
 )
 from engine.options import ChatRequest, CompletionRequest, KVType
 
@@ -620,8 +621,9 @@ class WorkbenchPanel(QWidget):
                 if isinstance(item, Token):
                     self._compare_text[side] += item.text
                 elif isinstance(item, Rollback):
-                    text = self._compare_text[side]
-                    self._compare_text[side] = text[:len(text) - item.n_chars]
+                    parts = [self._compare_text[side]]
+                    fold_text(parts, item)
+                    self._compare_text[side] = "".join(parts)
                 elif isinstance(item, Done):
                     self._compare_done[side] = item
                     self._compare_text[side] = item.text

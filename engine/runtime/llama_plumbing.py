@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import ctypes
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
 
+from engine.api import CancelCheck
 from engine.errors import Cancelled, VersoError
 from engine.events import ErrorKind
 from engine.options import KVType, LoadSettings
 from engine.system import physical_cores
-
-CancelCheck = Callable[[], bool]
 
 # llama_decode's return value (llama.h): 0 done, 1 no KV slot for the batch, 2 aborted (the
 # abort callback returned true, or an eval callback returned false), -1 invalid batch, < -1

@@ -7,14 +7,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from engine.api import Engine
+from engine.api import CancelCheck, Engine
 from engine.errors import Cancelled, VersoError
 from engine.events import Error, SeqDone
 from engine.model_ref import ModelRef
 from engine.options import BatchItem, BatchRequest, ChatMessage
 from engine.tasks.resume import JobRecipe
-
-CancelCheck = Callable[[], bool]
 
 
 @dataclass(frozen=True, slots=True)
