@@ -202,6 +202,7 @@ class FakeEngine:
         shown: list[str] = []
         finish = FinishReason.STOP
         ttft = 0.0
+        logprob = -0.1 if self.capabilities.has(Feature.TOKEN_PROBS) else None
         for i, piece in enumerate(pieces):
             if failure is not None and i >= failure.after_tokens:
                 break
@@ -215,7 +216,7 @@ class FakeEngine:
                 time.sleep(self.token_delay_s)
             shown.append(piece)
             ttft = ttft or time.perf_counter() - start
-            yield Token(self.tokenize(piece)[0], piece, -0.1)
+            yield Token(self.tokenize(piece)[0], piece, logprob)
         text = "".join(shown)
         if failure is not None:
             if failure.kind is ErrorKind.ENGINE_CRASHED:
