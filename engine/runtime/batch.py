@@ -92,7 +92,7 @@ class BatchDecoder:
         self.prefix_seq = self.n_parallel
         self.prompts = [list(item.tokens) for item in request.items]
         self.prefix = shared_prefix(self.prompts)
-        self.ctx: Any = None  # llama_cpp._internals.LlamaContext (no type stubs)
+        self.ctx: Any = None  # llama_cpp._internals.LlamaContext (see Runtime._llama)
         self.batch: Any = None  # llama_cpp._internals.LlamaBatch
         self._abort = AbortSwitch(cancel)
         self.evaluated = 0

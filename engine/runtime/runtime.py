@@ -145,7 +145,8 @@ class _Output:
 class Runtime:
     def __init__(self, snapshot_budget_bytes: int = DEFAULT_SNAPSHOT_BUDGET,
                  reuse_kv: bool = True, batch_invariant: bool = False) -> None:
-        self._llama: Any = None  # llama_cpp.Llama (llama_cpp ships no type stubs)
+        self._llama: Any = None  # llama_cpp.Llama; Any because its private
+        # ctypes members (ctx, _batch, _model) are passed to raw llama.cpp calls unchecked
         self._settings: LoadSettings | None = None
         self._template: ChatTemplate | None = None
         self._loaded: ModelLoaded | None = None

@@ -131,7 +131,7 @@ def preload() -> None:
     import llama_cpp.llama_grammar  # noqa: F401
 
 
-def _converter() -> Any:  # a SchemaConverter subclass; llama_cpp has no stubs
+def _converter() -> Any:  # a subclass of llama_cpp's SchemaConverter, defined lazily
     from llama_cpp.llama_grammar import RESERVED_NAMES, SchemaConverter
 
     class Converter(SchemaConverter):
