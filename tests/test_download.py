@@ -509,3 +509,17 @@ def test_requests_are_validated() -> None:
         with pytest.raises(ValueError):
             DownloadRequest(**args)
     assert DownloadRequest("http://127.0.0.1/x", NAME, 1, SHA.upper()).sha256 == SHA
+
+
+def test_a_part_of_another_download_is_not_resumed(server: FileServer, tmp_path: Path) -> None:
+    """A part whose sidecar names another file (or no sidecar at all) starts from zero."""
+    part, sidecar = tmp_path / (NAME + ".part"), tmp_path / (NAME + ".part.json")
+    for sidecar_text in (json.dumps({"version": 1, "url": server.url, "revision": "0123abcd",
+                                     "size": len(DATA), "sha256": "0" * 64, "etag": '"v1"'}),
+                         None):
+        (tmp_path / NAME).unlink(missing_ok=True)
+        part.write_bytes(b"x" * DROP)
+        if sidecar_text is not None:
+            sidecar.write_text(sidecar_text)
+        assert_done(tmp_path, run(downloader(tmp_path), request(server)))
+        assert server.requests[-1].range is None
