@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import paths
-from engine.options import ContextPolicy, KVType, LoadSettings, SamplingParams
+from engine.options import MIN_CTX, ContextPolicy, KVType, LoadSettings, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,12 @@ class AppSettings:
     sampling: dict[str, Any] = field(default_factory=dict)
 
     def load_settings(self, path: str) -> LoadSettings:
-        return LoadSettings(path=path, n_ctx=self.n_ctx, n_threads=self.n_threads,
+        """Settings saved by an older Verso may ask for more threads than this machine has
+        or a context below llama.cpp's minimum: those are brought into range here rather
+        than refused at every start (``LoadSettings.validate``)."""
+        threads = min(max(self.n_threads, 0), os.cpu_count() or 1)
+        n_ctx = self.n_ctx if self.n_ctx <= 0 or self.n_ctx >= MIN_CTX else MIN_CTX
+        return LoadSettings(path=path, n_ctx=max(n_ctx, 0), n_threads=threads,
                             flash_attn=self.flash_attn, n_gpu_layers=self.n_gpu_layers,
                             kv_type=KVType(self.kv_type))
 

@@ -31,3 +31,13 @@ def test_usual_load_settings_are_valid():
 @pytest.mark.parametrize("field", ["temperature", "top_p", "min_p", "repeat_penalty"])
 def test_nan_sampling_values_are_refused(field):
     assert SamplingParams(**{field: float("nan")}).validate() == [f"{field}=nan is not a number"]
+
+
+def test_saved_app_settings_out_of_range_are_brought_into_range():
+    """Settings from an older Verso (threads up to twice the CPUs, any context) still load."""
+    from app.settings import AppSettings
+
+    cpus = os.cpu_count() or 1
+    load = AppSettings(n_threads=cpus * 2, n_ctx=100).load_settings("m.gguf")
+    assert load.n_threads == cpus and load.n_ctx == 256 and load.validate() == []
+    assert AppSettings(n_ctx=0).load_settings("m.gguf").n_ctx == 0

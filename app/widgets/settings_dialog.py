@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 from app.presets import Preset
 from app.settings import AppSettings
 from app.widgets.sampling_form import SamplingForm
-from engine.options import ContextPolicy, KVType
+from engine.options import MIN_CTX, ContextPolicy, KVType
 
 _POLICIES = {ContextPolicy.REFUSE.value: "Refuse and say how much is over",
              ContextPolicy.DROP_OLDEST.value: "Leave out the oldest messages (and say so)"}
@@ -82,7 +82,7 @@ class SettingsDialog(QDialog):
         page = QWidget()
         form = QFormLayout(page)
         self.threads = QSpinBox()
-        self.threads.setRange(0, max(os.cpu_count() or 1, 1) * 2)
+        self.threads.setRange(0, max(os.cpu_count() or 1, 1))
         self.threads.setSpecialValueText("Automatic (all physical cores)")
         self.threads.setValue(settings.n_threads)
         self.n_ctx = QSpinBox()
@@ -157,7 +157,7 @@ class SettingsDialog(QDialog):
     def result_settings(self) -> AppSettings:
         result = copy.deepcopy(self._settings)
         result.n_threads = self.threads.value()
-        result.n_ctx = self.n_ctx.value()
+        result.n_ctx = self.n_ctx.value() and max(self.n_ctx.value(), MIN_CTX)
         result.flash_attn = self.flash_attn.isChecked()
         if self.gpu_layers.isEnabled():
             result.n_gpu_layers = self.gpu_layers.value()
