@@ -8,9 +8,12 @@ sandbox escapes). Models without a template fall back to ChatML, said so in ``so
 from __future__ import annotations
 
 import json
+import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import pairwise
 from typing import Any
 
 import jinja2
@@ -49,6 +52,48 @@ def _raise_exception(message: str) -> None:
 
 
 _OPEN, _CLOSE = "\ue000", "\ue001"  # private-use marks around a content placeholder
+_MARK = re.compile(f"{_OPEN}(\\d+){_CLOSE}")
+log = logging.getLogger(__name__)
+
+
+def _align(text: str, literals: Sequence[str]) -> tuple[tuple[int, int], ...] | None:
+    """The content spans of ``text`` between ``literals`` (the template's own parts, in
+    order), when matching them from the left and from the right agree; else None.
+    Adjacent placeholders (an empty literal between them) make one span."""
+    first, *middle, last = literals if len(literals) > 1 else (literals[0], "")
+    if len(literals) == 1:
+        return () if text == first else None
+    if not text.startswith(first) or not text.endswith(last) or \
+            len(first) + len(last) > len(text):
+        return None
+    middle = [part for part in middle if part]
+    lo, hi = len(first), len(text) - len(last)
+
+    def boundaries(from_left: bool) -> list[tuple[int, int]] | None:
+        found: list[tuple[int, int]] = []
+        if from_left:
+            at = lo
+            for part in middle:
+                j = text.find(part, at, hi)
+                if j < 0:
+                    return None
+                found.append((j, j + len(part)))
+                at = j + len(part)
+            return found
+        at = hi
+        for part in reversed(middle):
+            j = text.rfind(part, lo, at)
+            if j < 0:
+                return None
+            found.append((j, j + len(part)))
+            at = j
+        return found[::-1]
+
+    left, right = boundaries(True), boundaries(False)
+    if left is None or left != right:
+        return None
+    edges = [lo, *[x for pair in left for x in pair], hi]
+    return tuple((edges[i], edges[i + 1]) for i in range(0, len(edges), 2))
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,43 +145,38 @@ class ChatTemplate:
 
     def render_prompt(self, messages: Sequence[ChatMessage],
                       add_generation_prompt: bool = True) -> RenderedPrompt:
-        """``render`` with the spans of the messages' text. Each content is rendered as a
-        placeholder first, so the spans are exact even when the template adds text around
-        it; a template that alters its placeholders (rare) is matched by searching for each
-        content in order instead."""
+        """``render`` with the spans of the messages' text, failing closed.
+
+        The text is the template's own output (its filters apply: trimmed content, reasoning
+        stripped from earlier turns). To find where the messages are in it, the template is
+        rendered once more with a placeholder for each message; the text between the
+        placeholders (the template's literal parts) is then matched in the real output, and
+        a match is used only when it is unambiguous: the same from the left and from the
+        right, so a message that repeats a literal part cannot move a boundary. Otherwise
+        the placeholders are filled with the messages' text as given; a template that took
+        its placeholders apart gets no control tokens at all. Message text is never read
+        for control tokens."""
+        text = self.render(messages, add_generation_prompt)
         marks = [f"{_OPEN}{i}{_CLOSE}" for i in range(len(messages))]
         skeleton = self._render(marks, messages, add_generation_prompt)
-        text, spans, at = [], [], 0
-        length = 0
-        for i, mark in enumerate(marks):
-            found = skeleton.find(mark, at)
-            if found < 0 or skeleton.count(mark) != 1:
-                return self._render_by_search(messages, add_generation_prompt)
-            text.append(skeleton[at:found])
-            length += found - at
-            spans.append((length, length + len(messages[i].content)))
-            text.append(messages[i].content)
-            length += len(messages[i].content)
-            at = found + len(mark)
-        text.append(skeleton[at:])
-        markers_only = skeleton
-        for mark in marks:
-            markers_only = markers_only.replace(mark, "")
-        if _OPEN in markers_only or _CLOSE in markers_only:  # a placeholder was taken apart
-            return self._render_by_search(messages, add_generation_prompt)
-        return RenderedPrompt("".join(text), tuple(spans))
-
-    def _render_by_search(self, messages: Sequence[ChatMessage],
-                          add_generation_prompt: bool) -> RenderedPrompt:
-        text = self.render(messages, add_generation_prompt)
-        spans, at = [], 0
-        for message in messages:
-            content = message.content.strip()
-            found = text.find(content, at) if content else -1
-            if found >= 0:
-                spans.append((found, found + len(content)))
-                at = found + len(content)
-        return RenderedPrompt(text, tuple(spans))
+        found = list(_MARK.finditer(skeleton))
+        literals = [skeleton[: found[0].start()] if found else skeleton,
+                    *[skeleton[a.end():b.start()] for a, b in pairwise(found)],
+                    *([skeleton[found[-1].end():]] if found else [])]
+        if any(_OPEN in part or _CLOSE in part for part in literals):
+            log.warning("the chat template altered its placeholders; the prompt is tokenized "
+                        "without control tokens")
+            return RenderedPrompt(text, ((0, len(text)),))
+        spans = _align(text, literals)
+        if spans is not None:
+            return RenderedPrompt(text, spans)
+        out, spans_list, length = [literals[0]], [], len(literals[0])
+        for match, literal in zip(found, literals[1:], strict=True):
+            content = messages[int(match.group(1))].content
+            spans_list.append((length, length + len(content)))
+            out += [content, literal]
+            length += len(content) + len(literal)
+        return RenderedPrompt("".join(out), tuple(spans_list))
 
     def _render(self, contents: Sequence[str], messages: Sequence[ChatMessage],
                 add_generation_prompt: bool) -> str:

@@ -283,8 +283,15 @@ class Runtime:
         wants for a whole prompt."""
         if add_bos is None:
             add_bos = start == 0 and self._chat_add_bos(prompt.text)
+        pieces = prompt.pieces(start)
+        if not any(is_content and self.tokenize(piece, special=True)
+                   != self.tokenize(piece, special=False) for piece, is_content in pieces):
+            # No message holds control-token text: the prompt is tokenized whole, exactly
+            # as llama.cpp would (piece by piece, SentencePiece models that add a leading
+            # space would get one at every boundary).
+            return self.tokenize(prompt.text[start:], add_bos=add_bos)
         tokens = [self._require_model().token_bos()] if add_bos else []
-        for piece, is_content in prompt.pieces(start):
+        for piece, is_content in pieces:
             tokens += self.tokenize(piece, special=not is_content)
         return tokens
 
