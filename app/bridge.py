@@ -219,8 +219,10 @@ class JobHandle(QObject):
     finished = Signal(object)  # the outcome (see the module's docstring); emitted once
 
     def __init__(self, bridge: EngineBridge, job_id: str, kind: str, fn: TaskFn,
-                 busy: bool = True, cancels_engine: bool = True) -> None:
+                 busy: bool = True, cancels_engine: bool = True,
+                 on_skip: Callable[[], None] | None = None) -> None:
         super().__init__()
+        self.on_skip = on_skip  # called in the worker thread when cancelled before it ran
         self.id = job_id
         self.kind = kind
         self.fn = fn
@@ -275,6 +277,11 @@ class _EngineWorker(QObject):
     @Slot(object)
     def run_job(self, job: JobHandle) -> None:
         if job.cancelled:
+            if job.on_skip is not None:
+                try:
+                    job.on_skip()
+                except Exception:
+                    log.exception("job %s: recording its cancel failed", job.id)
             self.job_finished.emit(job, Done(FinishReason.CANCELLED))
             return
         with self._shared.lock:
@@ -406,11 +413,12 @@ class EngineBridge(QObject):
 
     # ------------------------------------------------------------------ jobs
 
-    def submit(self, kind: str, fn: TaskFn, busy: bool = True,
-               cancels_engine: bool = True) -> JobHandle:
-        """Queue ``fn`` for the engine thread; the returned handle answers."""
+    def submit(self, kind: str, fn: TaskFn, busy: bool = True, cancels_engine: bool = True,
+               on_skip: Callable[[], None] | None = None) -> JobHandle:
+        """Queue ``fn`` for the engine thread; the returned handle answers. ``on_skip`` runs
+        there instead of ``fn`` when the job is cancelled before it starts."""
         self._seq += 1
-        job = JobHandle(self, f"{kind}-{self._seq}", kind, fn, busy, cancels_engine)
+        job = JobHandle(self, f"{kind}-{self._seq}", kind, fn, busy, cancels_engine, on_skip)
         self._jobs.append(job)
         if busy:
             self.busy_changed.emit(True)
@@ -425,7 +433,8 @@ class EngineBridge(QObject):
         """A chat reply, an ordinary task (``chat_task``): ``text`` streams it, ``yielded``
         carries ``ContextTrimmed``/``Progress``/``Rollback``, ``finished`` its ``Done`` or
         ``Error`` after ``sink`` stored it."""
-        return self.submit("chat", chat_task(request, sink))
+        skipped = None if sink is None else (lambda: sink.done(Done(FinishReason.CANCELLED)))
+        return self.submit("chat", chat_task(request, sink), on_skip=skipped)
 
     def load(self, settings: LoadSettings) -> JobHandle:
         """Load a model; ``model_loaded``/``load_failed``/``load_cancelled`` say how it went

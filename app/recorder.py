@@ -91,7 +91,9 @@ class ReplyRecorder:
             self.saves += 1
             self.error = None
             self._unsaved = None
-        except (StoreError, KeyError) as exc:
+        except KeyError:  # the message was deleted: nothing left to save it to
+            self._unsaved = None
+        except StoreError as exc:
             self.error = str(exc)
             self._unsaved = (content, status, stats, error)
             log.error("could not save reply %s: %s", self.message_id, exc)

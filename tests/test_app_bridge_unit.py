@@ -123,6 +123,22 @@ def test_cancelling_a_queued_job_leaves_the_running_one_alone(qtbot, bridge, eng
     assert ran == []  # skipped without running
 
 
+def test_a_chat_reply_cancelled_while_queued_is_recorded_as_cancelled(qtbot, bridge, engine):
+    """Esc on a reply still waiting behind another job: its stored row must not stay
+    'streaming' (the sink hears the cancel although the task never runs)."""
+    engine.token_delay_s = 0.02
+    first = bridge.chat(_request())
+    sink = ListSink()
+    queued = bridge.chat(_request("later"), sink)
+    with qtbot.waitSignal(first.text, timeout=TIMEOUT_MS):
+        pass
+    queued.cancel()
+    outcome = _finish(qtbot, queued)
+    assert isinstance(outcome, Done) and outcome.finish_reason is FinishReason.CANCELLED
+    assert isinstance(sink.ended, Done) and sink.ended.finish_reason is FinishReason.CANCELLED
+    assert engine.ops().count("chat") == 1
+
+
 def test_cancelling_the_running_job_leaves_the_queued_one_alone(qtbot, bridge, engine):
     engine.token_delay_s = 0.02
     first = bridge.chat(_request())

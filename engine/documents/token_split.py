@@ -1,7 +1,7 @@
 """Cutting a sentence that alone exceeds the token budget. Token boundaries are found by
 counting prefixes (the counter is the only view of the tokenizer), then the cut moves back
-to a space or a clause mark when one is near, and never separates a combining mark from its
-letter (Thai vowels and tones, accents)."""
+to a space or a clause mark when one is near, and never separates a mark from its letter
+(Thai vowels and tones, Indic vowel signs, accents)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ _SOFT_BREAKS = "，、；：,;:)）」』"
 _LOOK_BACK = 0.25  # how far back (share of the slice) to look for a nicer cut
 # A window this many characters per budget token decides whether the rest can still fit, so
 # each step counts O(budget) characters instead of the whole remaining text (which made text
-# without sentence breaks quadratic: 1 MB took minutes). Only a window whose text averages
-# more characters per token than this (runs of spaces) falls back to counting the rest.
+# without sentence breaks quadratic: 1 MB took minutes). A window whose text averages more
+# characters per token than this (runs of spaces) is doubled until it does not fit.
 _WINDOW_CHARS_PER_TOKEN = 16
 
 
@@ -52,7 +52,17 @@ def _nicer_cut(text: str, start: int, cut: int) -> int:
     for i in range(cut - 1, max(floor, start + 1) - 1, -1):
         if text[i].isspace() or text[i - 1] in _SOFT_BREAKS:
             return i
-    while cut > start + 1 and unicodedata.combining(text[cut]):
+    return _not_inside_a_cluster(text, start, cut)
+
+
+def _joins_previous(char: str) -> bool:
+    """A mark (Thai vowels and tones, Indic vowel signs, accents), a zero-width joiner or a
+    variation selector: a cut before it would separate it from its letter."""
+    return unicodedata.category(char)[0] == "M" or char in "\u200d\ufe0e\ufe0f"
+
+
+def _not_inside_a_cluster(text: str, start: int, cut: int) -> int:
+    while cut > start + 1 and cut < len(text) and _joins_previous(text[cut]):
         cut -= 1
     return cut
 
@@ -67,8 +77,9 @@ def split_to_budget(
     while start < end:
         window = min(end, start + budget * _WINDOW_CHARS_PER_TOKEN)
         tokens = count(block.markdown(start, window))
-        if tokens <= budget and window < end:
-            tokens = count(block.markdown(start, end))
+        while tokens <= budget and window < end:  # rare: very few tokens per character
+            window = min(end, start + (window - start) * 2)
+            tokens = count(block.markdown(start, window))
         if tokens <= budget:
             slices.append((start, end, tokens))
             break
@@ -79,7 +90,7 @@ def split_to_budget(
             stop -= 1
         tokens = count(block.markdown(start, stop))
         if tokens > budget:  # the nicer cut counted more; keep the exact fit
-            stop = cut = fit
+            stop = cut = _not_inside_a_cluster(text, start, fit)
             tokens = count(block.markdown(start, stop))
         slices.append((start, stop, tokens))
         start = cut
