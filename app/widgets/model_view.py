@@ -212,7 +212,9 @@ class ModelView(QWidget):
         self.diagram.update()
         kv = kv_facts(info, n_ctx, kv_type)
         v = self.values
-        self.title.setText(info.name + (f" ({info.size_label})" if info.size_label else ""))
+        size = info.size_label
+        self.title.setText(info.name + (f" ({size})" if size and size.lower() not in
+                                        info.name.lower() else ""))
         v["architecture"].setText(info.architecture)
         v["parameters"].setText(n(info.parameter_count))
         v["quantization"].setText(info.quantization)

@@ -11,6 +11,7 @@ from typing import Any
 from gguf import LlamaFileType
 
 from engine.catalog.header import GGUFArray, GGUFHeader, TensorInfo, read_header
+from engine.catalog.names import display_name
 from engine.errors import ModelFileError
 
 _FTYPE_GUESSED = 1024  # llama.cpp ORs this into general.file_type when it guessed the type
@@ -23,7 +24,7 @@ class ModelInfo:
     file_size: int
     gguf_version: int
     architecture: str
-    name: str  # general.name, else the file stem
+    name: str  # the name a person recognises (``engine.catalog.names.display_name``)
     size_label: str | None  # general.size_label, e.g. "135M"
     parameter_count: int  # sum of the tensors' element counts
     quantization: str  # e.g. "Q4_K_M", from general.file_type or the dominant tensor type
@@ -143,7 +144,8 @@ def model_info_from_header(path: str | os.PathLike[str], header: GGUFHeader) -> 
         file_size=header.file_size,
         gguf_version=header.version,
         architecture=arch,
-        name=_str(md, "general.name") or Path(name).stem,
+        name=display_name(Path(name).name, _str(md, "general.basename"),
+                          _str(md, "general.size_label"), _str(md, "general.name")),
         size_label=_str(md, "general.size_label"),
         parameter_count=sum(t.n_elements for t in header.tensors),
         quantization=_file_type_name(file_type) or _dominant_type(header.tensors),
