@@ -14,8 +14,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.verso-installed
 PACKAGE_STAMP := $(VENV)/.verso-package-tools
 TEST_MODELS := $(VENV)/test-models
+# llama.cpp's own server and bench, built once from the pinned sdist's sources (tests, bench/).
+LLAMA_SERVER := $(VENV)/llama.cpp/build/bin/llama-server
 
-.PHONY: run test test-unit test-slow lint typecheck bench screenshots clean install package
+.PHONY: llama-server run test test-unit test-slow lint typecheck bench screenshots clean install package
 
 $(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Verso needs Python 3.11 or newer")'
@@ -29,12 +31,17 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+$(LLAMA_SERVER): packaging/build_llama_server.sh | $(STAMP)
+	packaging/build_llama_server.sh $(abspath $(PY)) $(VENV)/llama.cpp
+
+llama-server: $(LLAMA_SERVER)
+
 run: $(STAMP)
 	$(PY) -m app
 
 # Lint, type check, then the whole suite: the unit tier (fake engine, pure logic) and the
 # real-model tests that prove every feature end to end.
-test: $(STAMP)
+test: $(STAMP) $(LLAMA_SERVER)
 	$(PY) -m ruff check engine app tests bench packaging
 	$(PY) -m mypy
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m "not slow"
@@ -62,7 +69,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
-bench: $(STAMP)
+bench: $(STAMP) $(LLAMA_SERVER)
 	$(PY) bench/run_all.py
 
 clean:

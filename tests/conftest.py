@@ -44,6 +44,12 @@ def verso_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
     home = tmp_path_factory.mktemp("verso-home")
     monkeypatch.setenv("VERSO_HOME", str(home))
     monkeypatch.setenv("VERSO_MODELS_DIR", str(home / "models"))
+    # Secrets go to a per-test file keyring (also in CLI processes the test starts).
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "engine.testing.test_keyring.TestKeyring")
+    import keyring
+
+    from engine.testing.test_keyring import TestKeyring
+    keyring.set_keyring(TestKeyring())
     return home
 
 
