@@ -752,3 +752,17 @@ def test_an_import_commits_in_short_transactions(store: ConversationStore) -> No
     # hidden conversation row, one transaction per batch of messages, then shown
     batches = -(-3_000 // conversations.IMPORT_BATCH_ROWS)
     assert statements.count("BEGIN IMMEDIATE") == statements.count("COMMIT") == batches + 2
+
+
+def test_a_full_disk_while_saving_a_summary_step_names_what_was_lost(home: Path) -> None:
+    from engine.store.jobs import JobStore
+
+    with JobStore() as jobs:
+        job = jobs.open_job("summarize", "hash", {})
+        pages = jobs._conn.execute("PRAGMA page_count").fetchone()[0]
+        jobs._conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+        with pytest.raises(StoreError) as info:
+            jobs.save_step(job.id, "map:0", {"notes": "n" * 2_000_000})
+    assert "disk is full" in str(info.value)
+    assert "summaries and translations" in str(info.value)
+    assert "chat history" not in str(info.value)
