@@ -67,8 +67,11 @@ def bundled_model_path() -> Path | None:
 
 
 def _gguf_files(folder: Path) -> list[Path]:
+    """Every ``*.gguf`` under ``folder``, except in hidden folders (downloads in progress in
+    ``.downloads``, caches)."""
     try:
-        files = [p for p in folder.rglob("*") if p.suffix.lower() == ".gguf" and p.is_file()]
+        files = [p for p in folder.rglob("*") if p.suffix.lower() == ".gguf" and p.is_file()
+                 and not any(s.startswith(".") for s in p.relative_to(folder).parts[:-1])]
     except OSError:
         return []
     return sorted(files, key=lambda p: str(p.relative_to(folder)).lower())
