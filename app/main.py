@@ -20,6 +20,11 @@ def main(argv: list[str] | None = None) -> int:
         return run_self_test()
     logging.basicConfig(level=logging.INFO if "--verbose" in (argv or sys.argv) else
                         logging.WARNING, format="verso %(levelname)s %(name)s: %(message)s")
+    from app.platform_check import check
+
+    if (problem := check()) is not None:
+        print(problem, file=sys.stderr)
+        return 1
     QCoreApplication.setApplicationName("Verso")
     QCoreApplication.setOrganizationName("Verso")
     app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import TextIO
 
@@ -14,6 +15,7 @@ import engine.cli.generate as generate
 import engine.cli.models as models
 import engine.cli.summarize as summarize
 import engine.cli.translate as translate
+from engine import native_log
 from engine.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -49,6 +51,8 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None,
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="verso %(levelname)s %(message)s")
+    if args.verbose:  # the engine process inherits it and echoes llama.cpp's log lines
+        os.environ[native_log.ECHO_ENV] = "stderr"
     try:
         if args.version:
             return models.run_version(io)

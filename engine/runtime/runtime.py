@@ -353,10 +353,11 @@ class Runtime:
             if len(tokens) <= limit:
                 break
             if request.policy is not ContextPolicy.DROP_OLDEST:
-                raise ContextOverflowError(len(tokens), limit)
+                raise ContextOverflowError(len(tokens), limit, ContextOverflowError.CHAT_REMEDY)
             drop = _oldest_turn(messages)
             if drop is None:
-                raise ContextOverflowError(len(tokens), limit)
+                raise ContextOverflowError(len(tokens), limit,
+                                           ContextOverflowError.NOTHING_LEFT_TO_DROP)
             before = len(tokens)
             for index in reversed(drop):
                 del messages[index]
