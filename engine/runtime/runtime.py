@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from engine import native_log
 from engine.catalog import validate_model_file
 from engine.errors import BadRequestError, Cancelled, ContextOverflowError, VersoError
 from engine.events import (
@@ -186,6 +187,7 @@ class Runtime:
         n_ctx = settings.n_ctx or min(info.context_length or DEFAULT_CTX_CAP, DEFAULT_CTX_CAP)
         threads, threads_batch = thread_counts(settings)
         kv = ggml_kv_type(settings.kv_type)
+        native_log.clear_errors()
         try:
             self._llama = llama_cpp.Llama(
                 model_path=str(settings.path),
@@ -202,8 +204,9 @@ class Runtime:
             )
         except (ValueError, RuntimeError, OSError) as exc:
             raise VersoError(
-                f"{settings.path}: llama.cpp could not load this model ({exc}). "
-                "The file may be corrupt or made for a newer llama.cpp.",
+                f"{settings.path}: llama.cpp could not load this model "
+                f"({_load_failure(exc)}). The file may be corrupt or made for a newer "
+                "llama.cpp.",
                 ErrorKind.MODEL_INVALID,
             ) from exc
         llm = self._llama
@@ -817,6 +820,14 @@ class Runtime:
             restored_snapshot=restored,
             rollbacks=rollbacks,
         )
+
+
+def _load_failure(exc: BaseException) -> str:
+    """llama.cpp's own reason for a failed load ("error loading model vocabulary: ..."),
+    read from its log lines; llama-cpp-python's exception only says that it failed."""
+    reasons = [line.split("error loading model", 1)[-1].lstrip(": ")
+               for line in native_log.recent_errors() if "error loading model" in line]
+    return reasons[-1] if reasons else str(exc)
 
 
 def _oldest_turn(messages: list[ChatMessage]) -> list[int] | None:
