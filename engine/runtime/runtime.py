@@ -229,7 +229,11 @@ class Runtime:
             has_chat_template=self._template.source == "model",
             gpu_layers=settings.n_gpu_layers if llama_cpp.llama_supports_gpu_offload() else 0,
             load_seconds=time.perf_counter() - start,
+            chat_template_problem=self._template.problem,
         )
+        if self._template.problem:
+            log.warning("%s: using ChatML instead of the model's chat template: %s",
+                        settings.path, self._template.problem)
         yield Progress("load", 1, 1)
         yield self._loaded
 
