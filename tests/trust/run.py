@@ -29,26 +29,25 @@ RESULTS = ROOT / "bench" / "results" / "trust.json"
 class Collector:
     def __init__(self) -> None:
         self.cases: list[dict[str, Any]] = []
+        self.by_id: dict[str, dict[str, Any]] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """One case per test: the call's outcome (or a failed setup's), a failed teardown
+        counted against it, and the properties recorded in teardown (peak memory)."""
         props = dict(report.user_properties)
-        failed_setup = report.when == "setup" and report.outcome != "passed"
-        if report.when != "call" and not failed_setup and not (
-                report.when == "teardown" and report.outcome == "failed"):
-            return
-        if report.when == "teardown":  # a failure after the case: count it against the case
-            for case in self.cases:
-                if case["id"] == report.nodeid:
-                    case["outcome"] = "failed"
-            return
-        self.cases.append({
-            "id": report.nodeid,
-            "family": props.get("family", report.nodeid.split("::")[0]),
-            "outcome": report.outcome,
-            "seconds": round(report.duration, 3),
-            "peak_rss_mb": props.get("peak_rss_mb"),
-            **{k: v for k, v in props.items() if k not in ("family", "peak_rss_mb")},
-        })
+        case = self.by_id.get(report.nodeid)
+        if case is None:
+            if report.when == "call" or report.outcome != "passed":
+                case = {"id": report.nodeid,
+                        "family": props.get("family", report.nodeid.split("::")[0]),
+                        "outcome": report.outcome, "seconds": round(report.duration, 3)}
+                self.by_id[report.nodeid] = case
+                self.cases.append(case)
+            else:
+                return
+        elif report.when == "teardown" and report.outcome == "failed":
+            case["outcome"] = "failed"
+        case.update({k: v for k, v in props.items() if k != "family"})
 
 
 def summarize(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -65,7 +64,7 @@ def summarize(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "failed": sum(c["outcome"] == "failed" for c in ran),
             "skipped": len(items) - len(ran),
             "worst_s": max((c["seconds"] for c in ran), default=0.0),
-            "worst_mb": max((c["peak_rss_mb"] or 0.0 for c in ran), default=0.0),
+            "worst_mb": max((c.get("peak_rss_mb") or 0.0 for c in ran), default=0.0),
         })
     return rows
 

@@ -215,6 +215,8 @@ def _open(path: Path, name: str, limits: Limits) -> Any:
 
 
 def load(path: Path, name: str, limits: Limits) -> Document:
+    from pypdf.errors import LimitReachedError
+
     logging.getLogger("pypdf").setLevel(logging.ERROR)
     reader = _open(path, name, limits)
     page_count = len(reader.pages)
@@ -229,6 +231,13 @@ def load(path: Path, name: str, limits: Limits) -> Document:
             page.extract_text(visitor_text=collector.visit)
         except MemoryError:
             raise
+        except LimitReachedError:
+            raise DocumentError(
+                name,
+                DocumentProblem.ARCHIVE_BOMB,
+                f"page {number} would decompress to more than pypdf's safety limit "
+                "(a decompression bomb?)",
+            ) from None
         except Exception as exc:
             raise DocumentError(
                 name,
