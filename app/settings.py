@@ -138,7 +138,7 @@ def clean_sampling(values: Any) -> dict[str, Any]:
         try:
             if replace(defaults, **{f.name: _as_field(f.name, value)}).validate():
                 continue
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
             continue
         kept[f.name] = value
     return kept

@@ -61,6 +61,12 @@ class SamplingParams:
                 problems.append(f"{f.name}={value} is below the minimum {lo}")
             if hi is not None and value > hi:
                 problems.append(f"{f.name}={value} is above the maximum {hi}")
+        if any(not text for text in self.stop):
+            problems.append("stop strings must not be empty (an empty one would match at once)")
+        for token, bias in self.logit_bias:
+            if not math.isfinite(bias):
+                problems.append(f"logit_bias for token {token} is {bias}: it must be a finite "
+                                "number (use banned words to keep a word out)")
         return problems
 
 

@@ -41,3 +41,21 @@ def test_saved_app_settings_out_of_range_are_brought_into_range():
     load = AppSettings(n_threads=cpus * 2, n_ctx=100).load_settings("m.gguf")
     assert load.n_threads == cpus and load.n_ctx == 256 and load.validate() == []
     assert AppSettings(n_ctx=0).load_settings("m.gguf").n_ctx == 0
+
+
+def test_empty_stop_strings_and_non_finite_logit_bias_are_refused():
+    from engine.options import SamplingParams
+
+    assert any("stop strings must not be empty" in p
+               for p in SamplingParams(stop=("",)).validate())
+    problems = SamplingParams(logit_bias=((5, float("inf")),)).validate()
+    assert any("logit_bias for token 5 is inf" in p for p in problems)
+    assert SamplingParams(stop=("\n",), logit_bias=((5, -100.0),)).validate() == []
+
+
+def test_a_saved_sampling_value_of_infinity_is_dropped_not_a_crash(tmp_path):
+    from app.settings import AppSettings
+
+    saved = tmp_path / "settings.json"
+    saved.write_text('{"sampling": {"top_k": Infinity, "max_tokens": -Infinity}}')
+    assert AppSettings.load(saved).sampling == {}

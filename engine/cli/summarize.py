@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from engine.api import LOCAL_CAPABILITIES
 from engine.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -16,6 +17,7 @@ from engine.cli.common import (
     open_engine,
 )
 from engine.cli.document_io import last_result, read_documents, refuse_reproducible
+from engine.options import MAX_CTX
 
 NOTES_ONLY = ("The model's final summary step gave no usable points; printing its notes on "
               "each chunk instead. A larger model, or a longer --chunk-tokens (fewer notes to "
@@ -44,9 +46,11 @@ def run(args: argparse.Namespace, io: Io) -> int:
     from engine.tasks.summarize import Form, Mode, SummarizeSettings, SummaryResult, summarize
 
     refuse_reproducible(args, "summary")
-    if args.length < 1 or args.chunk_tokens < 64 or args.parallel < 1:
-        raise CliError("--length and --parallel must be positive, --chunk-tokens at least 64",
-                       EXIT_USAGE)
+    if args.length < 1 or not 64 <= args.chunk_tokens <= MAX_CTX or \
+            not 1 <= args.parallel <= LOCAL_CAPABILITIES.max_parallel:
+        raise CliError(f"--length must be positive, --parallel between 1 and "
+                       f"{LOCAL_CAPABILITIES.max_parallel}, --chunk-tokens between 64 and "
+                       f"{MAX_CTX:,}", EXIT_USAGE)
     documents = read_documents(args.files)
     settings = SummarizeSettings(mode=Mode(args.mode), form=Form(args.form), length=args.length,
                                  chunk_tokens=args.chunk_tokens, n_parallel=args.parallel)

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from engine.api import LOCAL_CAPABILITIES
 from engine.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -43,8 +44,9 @@ def run(args: argparse.Namespace, io: Io) -> int:
     refuse_reproducible(args, "translation")
     if args.output and Path(args.output).suffix.lower() not in EXPORT_SUFFIXES:
         raise CliError("-o must end in " + ", ".join(EXPORT_SUFFIXES), EXIT_USAGE)
-    if args.parallel < 1:
-        raise CliError("--parallel must be at least 1", EXIT_USAGE)
+    if not 1 <= args.parallel <= LOCAL_CAPABILITIES.max_parallel:
+        raise CliError(f"--parallel must be between 1 and {LOCAL_CAPABILITIES.max_parallel}",
+                       EXIT_USAGE)
     glossary = load_csv(args.glossary) if args.glossary else Glossary()
     document = read_documents([args.file])[0]
     settings = TranslateSettings(target=args.target, source=args.source, glossary=glossary,
