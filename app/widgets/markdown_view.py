@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.display_text import for_display
 from app.markdown_stream import Append, BlockSplitter, CloseCode, CommitBlock, OpenCode
 from app.widgets.safe_text import MARKDOWN_FEATURES, SafeTextBrowser
 
@@ -277,7 +278,7 @@ class MarkdownBody(QWidget):
         if not text:
             return
         self._parts.append(text)
-        self._apply(self._splitter.feed(text))
+        self._apply(self._splitter.feed(for_display(text)))
 
     def finish(self) -> None:
         self._apply(self._splitter.finish())
