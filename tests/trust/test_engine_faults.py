@@ -93,10 +93,12 @@ def test_engine_killed_during_generation_keeps_the_partial_reply(smol_path: Path
     with EngineClient() as client:
         _loaded(client, smol_path)
         events: list[object] = []
+        killed = False
         for event in client.chat(ask("Write a long poem about the sea.", 300)):
             events.append(event)
-            if sum(isinstance(e, Token) and bool(e.text) for e in events) == 10:
+            if not killed and sum(isinstance(e, Token) and bool(e.text) for e in events) == 10:
                 os.kill(client.pid or 0, signal.SIGKILL)
+                killed = True
         error = events[-1]
         assert isinstance(error, Error) and error.kind is ErrorKind.ENGINE_CRASHED
         assert error.partial_text == "".join(e.text for e in events if isinstance(e, Token))
