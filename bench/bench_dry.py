@@ -86,10 +86,11 @@ def main() -> None:
                                 "seconds": seconds, "outputs": outputs})
                 print(table(["model", "setting", "output", "repeated sentences",
                              "distinct trigrams", "chars", "s"], rows[-1:]), flush=True)
+                save(f"dry-{args.models.replace(',', '-')}", {"results": results})
         engine.close()
     print(table(["model", "setting", "output", "repeated sentences", "distinct trigrams",
                  "chars", "s"], rows))
-    save("dry", {"results": results})
+    save(f"dry-{args.models.replace(',', '-')}", {"results": results})
 
 
 if __name__ == "__main__":

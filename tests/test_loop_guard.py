@@ -186,3 +186,41 @@ def test_the_finish_note_says_why_an_output_stopped():
     assert finish_note(FinishReason.REPEATING) == "stopped: the model was repeating itself"
     assert finish_note("repeating") == finish_note(FinishReason.REPEATING)
     assert finish_note(FinishReason.STOP) is None and finish_note("nonsense") is None
+
+
+def test_the_sampling_form_shows_the_new_samplers(qtbot):
+    from app.widgets.sampling_form import SamplingForm
+
+    form = SamplingForm()
+    qtbot.addWidget(form)
+    breakers = form.controls["dry_sequence_breakers"]
+    assert breakers.toPlainText() == '\\n\n:\n"\n*'  # a line break is shown as \n
+    assert form.values() == {}
+    breakers.setPlainText("\\n\n;")
+    form.controls["loop_guard"].setChecked(False)
+    assert form.values() == {"dry_sequence_breakers": ["\n", ";"], "loop_guard": False}
+    layout = form.layout()
+    labels = {layout.labelForField(form.controls[n]).text() for n in ("dry_multiplier",
+                                                                       "xtc_threshold")}
+    assert labels == {"DRY multiplier", "XTC threshold"}
+
+
+def test_a_reply_stopped_for_repeating_says_so(qtbot, tmp_path):
+    from app.widgets.message_bubble import MessageBubble
+    from engine.store import ConversationStore
+
+    store = ConversationStore(tmp_path / "db.sqlite3")
+    conversation = store.create_conversation()
+    store.add_message(conversation.id, "user", "hi")
+    reply = store.add_message(conversation.id, "assistant", "hello", stats={
+        "generated_tokens": 12, "finish_reason": "repeating", "loops": 3})
+    bubble = MessageBubble(reply)
+    qtbot.addWidget(bubble)
+    assert not bubble.notice_label.isHidden()
+    assert bubble.notice_label.text() == "Stopped: the model was repeating itself."
+    ordinary = store.add_message(conversation.id, "assistant", "fine",
+                                 stats={"finish_reason": "stop"})
+    other = MessageBubble(ordinary)
+    qtbot.addWidget(other)
+    assert other.notice_label.isHidden()
+    store.close()

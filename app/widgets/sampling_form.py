@@ -24,8 +24,13 @@ _INT_LIMIT = 2**31 - 1
 SamplingControl = QCheckBox | QSpinBox | QDoubleSpinBox | QPlainTextEdit
 
 
+_ACRONYMS = {"dry": "DRY", "xtc": "XTC"}
+
+
 def _label(name: str) -> str:
-    return name.replace("_", " ").capitalize()
+    words = name.split("_")
+    words[0] = _ACRONYMS.get(words[0], words[0].capitalize())
+    return " ".join(words)
 
 
 class SamplingForm(QWidget):
