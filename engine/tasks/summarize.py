@@ -19,7 +19,7 @@ from engine.api import Engine
 from engine.documents import Chunk, Document, segment
 from engine.errors import BadRequestError, Cancelled, VersoError
 from engine.events import SeqDone
-from engine.options import GREEDY, BatchRequest, SamplingParams
+from engine.options import DOCUMENT_SAMPLING, GREEDY, BatchRequest, SamplingParams
 from engine.store.jobs import JobStore, content_hash
 from engine.tasks.citations import Note, Point, cite, render_notes
 from engine.tasks.extractive import Extract, extract
@@ -57,7 +57,7 @@ class SummarizeSettings:
     note_tokens: int = 96  # most tokens of each map-step summary
     reduce_tokens: int = 1536  # most prompt tokens of one reduce step
     n_parallel: int = 4
-    sampling: SamplingParams = GREEDY
+    sampling: SamplingParams = DOCUMENT_SAMPLING
 
     def key(self) -> dict[str, Any]:
         """What determines the result (the job id hashes it)."""

@@ -19,7 +19,7 @@ from engine.api import Engine
 from engine.documents import Block, BlockKind, Document, split_sentences
 from engine.errors import BadRequestError, Cancelled, VersoError
 from engine.events import SeqDone
-from engine.options import GREEDY, BatchItem, BatchRequest, SamplingParams
+from engine.options import DOCUMENT_SAMPLING, GREEDY, BatchItem, BatchRequest, SamplingParams
 from engine.store.jobs import JobStore, content_hash
 from engine.tasks.glossary import Glossary, GlossaryEntry
 from engine.tasks.jobs import (
@@ -44,7 +44,7 @@ class TranslateSettings:
     segment_tokens: int = 200  # longer blocks are split at sentence ends
     low_confidence: float = -1.5  # mean token log-probability below which a segment is flagged
     n_parallel: int = 4
-    sampling: SamplingParams = GREEDY
+    sampling: SamplingParams = DOCUMENT_SAMPLING
     max_ratio: float = 3.0  # most output tokens per source token (plus a margin)
 
     def key(self) -> dict:
