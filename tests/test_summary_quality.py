@@ -262,3 +262,17 @@ def test_each_point_is_checked_against_the_chunk_it_cites():
     assert result.points[1].support == 0.0
     assert "Bananas grow in Ecuador and Peru [2] (unsupported)" in result.to_text()
     assert [p["unsupported"] for p in result.to_json()["points"]] == [False, True, False]
+
+
+def test_a_note_is_cut_where_a_run_of_words_starts_over():
+    from engine.tasks.summarize import _clean_note
+    from engine.tasks.text_quality import cut_loop
+
+    looped = ("And they lifted up their voice, and wept again: and Orpah kissed her mother in "
+              "law, and Ruth the Moabitess in law, and Ruth the Moabitess in law, and Ruth the "
+              "Moabitess in law")
+    assert cut_loop(looped) == ("And they lifted up their voice, and wept again: and Orpah "
+                                "kissed her mother in law, and Ruth the Moabitess…")
+    assert cut_loop(APACHE) == APACHE
+    assert cut_loop("") == ""
+    assert _clean_note(f"Summary:\n{looped}").endswith("and Ruth the Moabitess…")

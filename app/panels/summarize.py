@@ -392,6 +392,8 @@ class SummarizePanel(JobResumePanel):
             steps = len(result.steps_computed) + len(result.steps_reused)
             note = ("The final step failed: the fallback is shown (see above)" if result.fallback
                     else f"{len(result.points)} points from {len(result.chunks)} chunks")
+            if result.left_out:
+                note += " · a looping point was left out"
             if result.unsupported:
                 note += f" · {len(result.unsupported)} unsupported"
             if result.steps_reused:

@@ -90,6 +90,8 @@ def summary_html(result: SummaryResult) -> str:
         why = result.fallback or "The model wrote no usable summary."
         return f"<p>{escape(why)} Try another model or a longer length.</p>"
     html = f"<p><i>{escape(fallback_text(result))}</i></p>" if result.fallback else ""
+    if result.left_out:
+        html += f"<p><small><i>{escape(result.left_out)}</i></small></p>"
     if result.form is Form.PARAGRAPH and not result.fallback:
         html += "<p>" + " ".join(_point_html(p, i) for i, p in enumerate(result.points)) + "</p>"
     else:
@@ -119,6 +121,8 @@ def summary_markdown(result: SummaryResult, title: str = "") -> str:
         return "\n".join(lines).rstrip() + "\n"
     if result.fallback:
         lines += [f"*{fallback_text(result)}*", ""]
+    if result.left_out:
+        lines += [f"*{result.left_out}*", ""]
     lines.append(result.to_text())
     legend = unsupported_legend(result)
     if legend:

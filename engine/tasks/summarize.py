@@ -34,7 +34,7 @@ from engine.tasks.jobs import (
 )
 from engine.tasks.resume import JobRecipe, make_recipe, sampling_from_json, summary_title
 from engine.tasks.support import support
-from engine.tasks.text_quality import degeneration, drop_repeated_sentences
+from engine.tasks.text_quality import cut_loop, degeneration, drop_repeated_sentences
 
 _MIN_TOKENS = 4  # a small model may otherwise end a summary before writing anything
 
@@ -237,10 +237,10 @@ _ECHOED_LABEL = re.compile(r"^\s*(?:(?:Source\s*:[^\n]*|(?:Excerpt|Summary)\s*:\
 
 
 def _clean_note(text: str) -> str:
-    """A map step's note without prompt labels a small model echoed at its start, and
-    without the copies of a sentence it looped on."""
+    """A map step's note without prompt labels a small model echoed at its start, without
+    the copies of a sentence it looped on, and cut where a run of words starts over."""
     cleaned = _ECHOED_LABEL.sub("", text.strip() + "\n").strip() or text.strip()
-    return drop_repeated_sentences(cleaned)
+    return cut_loop(drop_repeated_sentences(cleaned))
 
 
 def _reduce_prompt(notes: Sequence[Note], settings: SummarizeSettings, final: bool) -> str:

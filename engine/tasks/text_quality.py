@@ -26,6 +26,7 @@ LOOP_NGRAM = 8  # words in a sequence that, seen LOOP_COUNT times, is a loop
 LOOP_COUNT = 3
 MIN_DISTINCT_TRIGRAMS = 0.5  # below this share, over MIN_RATIO_WORDS words, text loops
 MIN_RATIO_WORDS = 40
+CUT_NGRAM = 6  # a note is cut where a sequence of this many words comes back
 
 
 def words(text: str) -> list[str]:
@@ -146,3 +147,18 @@ def drop_repeated_sentences(text: str) -> str:
         if kept or not line.strip():
             lines.append(" ".join(kept))
     return "\n".join(lines).strip()
+
+
+def cut_loop(text: str, n: int = CUT_NGRAM) -> str:
+    """``text`` cut where it starts to loop: before the second occurrence of any ``n``-word
+    sequence (not overlapping the first), with "…" in place of the rest. Text that never
+    repeats such a sequence is returned as it is."""
+    spans = [(m.start(), m[0]) for m in _WORD.finditer(text)]
+    tokens = [w.casefold() for _, w in spans]
+    first: dict[tuple[str, ...], int] = {}
+    for i, gram in enumerate(ngrams(tokens, n)):
+        seen = first.setdefault(gram, i)
+        if seen + n <= i:
+            kept = text[:spans[i][0]].rstrip(" ,;:-–—")
+            return kept + "…" if kept else text
+    return text
