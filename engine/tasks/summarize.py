@@ -433,7 +433,7 @@ class _Run:
                         f"The model's summary failed ({failure}), so the document's most "
                         "central sentences are quoted instead.")
             return [], f"The model's summary failed ({failure}) and no sentence could be quoted."
-        notes = [Point(_clean_note(self.saved[f"map:{ref.id}"]), (ref.id,))
+        notes = [Point(" ".join(_clean_note(self.saved[f"map:{ref.id}"]).split()), (ref.id,))
                  for _, ref in self.chunks if self.saved[f"map:{ref.id}"].strip()]
         return (merge_repeats(notes), f"The model's final step failed ({failure}), so its "
                 "notes on each chunk are shown instead.")

@@ -160,5 +160,7 @@ def cut_loop(text: str, n: int = CUT_NGRAM) -> str:
         seen = first.setdefault(gram, i)
         if seen + n <= i:
             kept = text[:spans[i][0]].rstrip(" ,;:-–—")
-            return kept + "…" if kept else text
+            if not kept:
+                return text
+            return kept if kept.endswith((".", "!", "?", "…")) else kept + "…"
     return text
