@@ -116,3 +116,30 @@ def test_a_hub_file_is_judged_by_its_size():
     on_gpu = file_verdict(4 * GB, ram_free=3 * GB, vram_free=24 * GB)
     assert on_gpu.fit is Fit.FITS and "GPU" in on_gpu.describe()
     assert "KV cache" in file_verdict(4 * GB, ram_free=16 * GB).describe()
+
+
+class _File:
+    def __init__(self, quant: str, size: int, problem: str | None = None) -> None:
+        self.quant, self.size, self.problem = quant, size, problem
+
+    def __repr__(self) -> str:
+        return self.quant
+
+
+def test_the_recommended_file_is_the_best_quality_that_fits_with_room():
+    from engine.catalog.fit import quant_bits, recommend
+
+    assert [quant_bits(q) for q in ("Q4_K_M", "IQ3_XS", "Q8_0", "BF16", "junk")] == \
+        [4, 3, 8, 16, None]
+    files = [_File("Q2_K", 3 * GB), _File("Q4_K_M", 5 * GB), _File("Q5_K_M", 6 * GB),
+             _File("Q6_K", 7 * GB), _File("Q8_0", 9 * GB), _File("F16", 16 * GB),
+             _File("Q4_0", 4 * GB, problem="incomplete split set")]
+    assert recommend(files, 64 * GB)[0].quant == "Q6_K"
+    assert recommend(files, 9 * GB)[0].quant == "Q5_K_M"  # 6 GB x 1.15 < 80 % of 9 GB
+    assert recommend(files, 5 * GB)[0].quant == "Q2_K"
+    choice, why = recommend(files, 2 * GB)
+    assert choice is None and "no file" in why
+    assert recommend(files, 2 * GB, vram_free=80 * GB)[0].quant == "Q6_K"
+    assert recommend([_File("Q8_0", GB), _File("F16", 2 * GB)], 64 * GB)[0].quant == "Q8_0"
+    assert recommend([_File("F16", 2 * GB), _File("F32", 4 * GB)], 64 * GB)[0].quant == "F16"
+    assert recommend(files, None)[0] is None

@@ -12,8 +12,10 @@ programs, or a longer context, can push it over), "does not fit" beyond.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol, TypeVar
 
 from engine.catalog.gguf_info import ModelInfo
 from engine.catalog.header import GGUFHeader
@@ -205,3 +207,57 @@ def file_verdict(size_bytes: int, ram_free: int | None,
     on_gpu = FitVerdict(grade(needed, vram_free), COMPUTE_SLACK_BYTES, ram_free, needed,
                         vram_free, weights_only=True)
     return on_gpu if _RANK[on_gpu.fit] < _RANK[on_cpu.fit] else on_cpu
+
+
+class _Downloadable(Protocol):
+    @property
+    def quant(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def problem(self) -> str | None: ...
+
+
+_BITS = re.compile(r"^(?:I?Q|TQ)(\d)", re.IGNORECASE)
+_FLOAT_BITS = {"F16": 16.0, "FP16": 16.0, "BF16": 16.0, "F32": 32.0, "FP32": 32.0,
+               "MXFP4": 4.0}
+
+
+def quant_bits(quant: str) -> float | None:
+    """Bits per weight a quantization label names (roughly): Q4_K_M 4, IQ3_XS 3, F16 16."""
+    label = quant.upper()
+    if label in _FLOAT_BITS:
+        return _FLOAT_BITS[label]
+    m = _BITS.match(label)
+    return float(m[1]) if m else None
+
+
+_D = TypeVar("_D", bound=_Downloadable)
+
+
+def recommend(files: Sequence[_D], ram_free: int | None,
+              vram_free: int | None = None) -> tuple[_D | None, str]:
+    """The file to suggest for this machine and why: the best quality that fits with room
+    to spare, 4 to 6 bits per weight preferred (above 6 bits quality barely improves while
+    every token reads more memory; below 4 it drops quickly)."""
+    fitting = [f for f in files if f.problem is None
+               and file_verdict(f.size, ram_free, vram_free).fit is Fit.FITS]
+    if ram_free is None and vram_free is None:
+        return None, "free memory is unknown on this machine"
+    if not fitting:
+        return None, "no file of this model fits in the memory free now"
+
+    def tier(*, low: float, high: float) -> list[_D]:
+        return [f for f in fitting if (b := quant_bits(f.quant)) is not None
+                and low <= b <= high]
+
+    if best := tier(low=4, high=6):
+        return max(best, key=lambda f: f.size), "the best quality that fits with room to spare"
+    if best := tier(low=6.5, high=8):
+        return min(best, key=lambda f: f.size), "the smallest 8-bit file; it fits"
+    if best := tier(low=1, high=3.9):
+        return max(best, key=lambda f: f.size), ("only files below 4 bits per weight fit; "
+                                                 "expect lower quality")
+    return min(fitting, key=lambda f: f.size), "the smallest file that fits"
