@@ -149,7 +149,8 @@ def test_hub_search_files_recommendation_and_a_download(window, hub: FakeHub, qt
     tab.table.selectRow(0)
     qtbot.waitUntil(lambda: tab.tree.topLevelItemCount() > 0, timeout=5_000)
     groups = [tab.tree.topLevelItem(i).text(0) for i in range(tab.tree.topLevelItemCount())]
-    assert groups == ["Q2_K", "Q4_K_M", "Q6_K", "Q8_0", "F16", "Q3_K_M"]
+    assert groups == [f"{q}  (1 file)" for q in ("Q2_K", "Q4_K_M", "Q6_K", "Q8_0", "F16",
+                                                 "Q3_K_M")]
     files = _file_items(tab.tree)
     assert files["Qwen2.5-1.5B-Instruct-Q4_K_M.gguf"][1:] == ["986.0 MB", "fits",
                                                              "★ recommended for this machine"]

@@ -123,7 +123,7 @@ class HubTab(QWidget):
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.table)
         split.addWidget(files_box)
-        split.setSizes([480, 520])
+        split.setSizes([560, 560])
 
         self.downloads_box = QGroupBox("Downloads")
         self.downloads_layout = QVBoxLayout(self.downloads_box)
@@ -256,8 +256,8 @@ class HubTab(QWidget):
                     item.setFont(col, font)
                 chosen = item
             group.addChild(item)
-            group.setText(1, f"{group.childCount()} file" + ("s" if group.childCount() > 1
-                                                            else ""))
+            count = group.childCount()
+            group.setText(0, f"{label}  ({count} file{'s' if count > 1 else ''})")
         self.tree.expandAll()
         if chosen is not None:
             self.tree.setCurrentItem(chosen)
