@@ -45,11 +45,11 @@ def verso_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
     monkeypatch.setenv("VERSO_HOME", str(home))
     monkeypatch.setenv("VERSO_MODELS_DIR", str(home / "models"))
     # Secrets go to a per-test file keyring (also in CLI processes the test starts).
-    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "engine.testing.test_keyring.TestKeyring")
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "engine.testing.test_keyring.FileKeyring")
     import keyring
 
-    from engine.testing.test_keyring import TestKeyring
-    keyring.set_keyring(TestKeyring())
+    from engine.testing.test_keyring import FileKeyring
+    keyring.set_keyring(FileKeyring())
     return home
 
 
