@@ -70,20 +70,18 @@ class _RealHub:
         return list(self.client.files(repo_id, revision))
 
     def start_pull(self, f: Any) -> PullHandle:
-        from engine.library.pull import pull
-
         from engine import paths
         from engine.library.download import Downloader
+        from engine.library.pull import pull
 
         downloader = Downloader(paths.models_dir())
         return PullHandle(pull(f, client=self.client, downloader=downloader),
                           downloader.cancel)
 
     def discard(self, f: Any) -> None:
-        from engine.library.installed import layout, prune_empty
-
         from engine import paths
         from engine.library.download import PART_SUFFIX, SIDECAR_SUFFIX
+        from engine.library.installed import layout, prune_empty
 
         models = paths.models_dir()
         staging = layout(f, models).staging
