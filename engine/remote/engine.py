@@ -71,6 +71,12 @@ _COUNT_CACHE = 4096
 _MESSAGE_OVERHEAD = 4  # estimated template tokens around each message
 
 
+# Sampler settings that turn the sampler off, and those greedy decoding ignores.
+_OFF = {"repeat_penalty": 1.0, "typical_p": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0,
+        "mirostat": 0}
+_MOOT_WHEN_GREEDY = ("top_k", "top_p", "min_p", "typical_p", "seed")
+
+
 class _Cancelled(Exception):
     """A batch worker saw the cancel."""
 
@@ -226,7 +232,7 @@ class RemoteEngine:
 
     def count_chat_tokens(self, messages: Sequence[ChatMessage]) -> int:
         model = self._need_model()
-        if self._exact() and self.dialect.info.chat_template:
+        if self._exact():
             return len(self.dialect.render_chat(messages, True, False, model).tokens)
         return sum(estimate_tokens(m.content) + _MESSAGE_OVERHEAD for m in messages) + 3
 
@@ -239,13 +245,20 @@ class RemoteEngine:
 
     # ------------------------------------------------------------ generation
 
-    def _check(self, sampling: SamplingParams, json_schema: str | None) -> None:
-        """Refuse options the server cannot honour; a grammar compiled from a JSON schema
-        is satisfied by a server that takes the schema itself."""
+    def _check(self, sampling: SamplingParams, json_schema: str | None = None) -> None:
+        """Refuse options the server cannot honour. Values that switch a sampler off
+        (``repeat_penalty`` 1, ``top_k`` 0, ...), and the filters greedy decoding makes
+        moot, are honoured by any server; a grammar compiled from a JSON schema is
+        satisfied by a server that takes the schema itself."""
         caps = self.capabilities
+        default = SamplingParams()
+        moot = {name: getattr(default, name) for name, off in _OFF.items()
+                if getattr(sampling, name) == off}
+        if sampling.temperature == 0:
+            moot.update({name: getattr(default, name) for name in _MOOT_WHEN_GREEDY})
         if json_schema and caps.has(Feature.JSON_SCHEMA):
-            sampling = replace(sampling, grammar=None)
-        check_sampling(caps, sampling)
+            moot["grammar"] = None
+        check_sampling(caps, replace(sampling, **moot))
 
     def chat(self, request: ChatRequest) -> Iterator[Event]:
         self._cancel.clear()
@@ -256,7 +269,7 @@ class RemoteEngine:
             if not messages:
                 raise VersoError("A chat request needs at least one message.",
                                  ErrorKind.BAD_REQUEST)
-            exact = self._exact() and self.dialect.info.chat_template
+            exact = self._exact()
             limit = prompt_limit(self._n_ctx, request.sampling.max_tokens) if self._n_ctx \
                 else None
             dropped = dropped_tokens = 0
@@ -407,7 +420,7 @@ class RemoteEngine:
         self._cancel.clear()
         try:
             self._need_model()
-            check_sampling(self.capabilities, request.sampling)
+            self._check(request.sampling)
             if not request.items:
                 raise VersoError("A batched request needs at least one prompt.",
                                  ErrorKind.BAD_REQUEST)

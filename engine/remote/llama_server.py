@@ -42,6 +42,14 @@ from engine.remote.endpoint import ServerKind
 from engine.remote.http import RemoteError, sse_events
 
 _FORCE_BIAS = 1000.0
+# What llama-server reports as its template for a model without one (common/chat.cpp).
+SERVER_CHATML_FALLBACK = (
+    "{%- for message in messages -%}\n"
+    "  {{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' -}}\n"
+    "{%- endfor -%}\n"
+    "{%- if add_generation_prompt -%}\n"
+    "  {{- '<|im_start|>assistant\n' -}}\n"
+    "{%- endif -%}")
 
 
 def native_sampling(s: SamplingParams) -> dict[str, Any]:
@@ -93,14 +101,17 @@ class LlamaServer(Dialect):
                 str(entry.get("id", "")), int(meta.get("n_ctx") or slot.get("n_ctx") or 0),
                 int(meta.get("n_ctx_train") or 0), int(meta.get("n_vocab") or 0),
                 int(meta.get("size") or 0), str(meta.get("ftype") or "")))
+        # A model without a template of its own is prompted as Verso's engine prompts it:
+        # raw prompts for the tasks, Verso's ChatML fallback for chat.
+        template = props.get("chat_template") or None
+        own = template is not None and template != SERVER_CHATML_FALLBACK
         self.info = ServerInfo(self.kind, str(props.get("build_info", "")), tuple(models),
                                int(props.get("total_slots") or 1),
-                               int(slot.get("n_ctx") or 0), bool(props.get("chat_template")))
+                               int(slot.get("n_ctx") or 0), own)
         self._slots_endpoint = bool(props.get("endpoint_slots", True))
-        template = props.get("chat_template")
-        self._template = (ChatTemplate.from_model(template, str(props.get("bos_token") or ""),
-                                                  str(props.get("eos_token") or ""))
-                          if template else None)
+        self._template = ChatTemplate.from_model(template if own else None,
+                                                 str(props.get("bos_token") or ""),
+                                                 str(props.get("eos_token") or ""))
         return self.info
 
     def features(self) -> frozenset[Feature]:

@@ -126,12 +126,12 @@ def classify(client: Engine, text: str, labels: Sequence[str],
     loaded = client.loaded
     if loaded is None:
         raise BadRequestError("Load a model before classifying.")
+    require(client.capabilities, Feature.SCORE)
     use_chat = loaded.has_chat_template if chat is None else chat
     prompt_instruction = (instruction or DEFAULT_INSTRUCTION).replace(
         "{labels}", ", ".join(clean))
     build = _chat_candidates if use_chat else _base_candidates
     prompt, continuations = build(client, prompt_instruction, clean, few_shot, text)
-    require(client.capabilities, Feature.SCORE)
     logprobs = client.score(prompt, continuations)
     probabilities = softmax(logprobs)
     best = max(range(len(clean)), key=probabilities.__getitem__)
