@@ -347,7 +347,7 @@ def test_endpoint_addresses_are_checked_and_normalized():
         with pytest.raises(BadRequestError):
             Endpoint(bad)
     with pytest.raises(BadRequestError, match="concurrency"):
-        Endpoint("http://box", concurrency=0)
+        Endpoint("http://box", concurrency=-1)
 
 
 def test_saved_endpoints_round_trip_atomically_without_keys(verso_home: Path):

@@ -196,6 +196,12 @@ def test_stop_closes_the_stream_and_the_server_goes_idle(engine: RemoteEngine):
     assert 5 <= done.stats.generated_tokens < 900
     assert done.text == "".join(e.text for e in seen if isinstance(e, Token))
     assert engine.dialect.busy_slots() == []
+    # Closing the stream stops it too (the CLI on Ctrl-C, a task that was cancelled).
+    stream = engine.chat(request)
+    for _ in range(4):
+        next(stream)
+    stream.close()
+    assert engine.dialect.busy_slots() == [] and not engine.last_stop_warning
 
 
 def test_a_server_still_busy_after_a_stop_is_reported(proxy: FaultProxy):

@@ -22,9 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--connect-timeout", type=float, default=5.0, metavar="S")
     add.add_argument("--read-timeout", type=float, default=300.0, metavar="S",
                      help="Longest wait for the next part of a reply.")
-    add.add_argument("--concurrency", type=int, default=4,
-                     help="Parallel requests for documents when the server does not say how "
-                          "many slots it has.")
+    add.add_argument("--concurrency", type=int, default=0,
+                     help="Parallel requests for documents (default: the server's slot "
+                          "count where it says it, else 4).")
     add.add_argument("--extra", metavar="JSON", default=None,
                      help="Extra parameters merged into every generation request, as a JSON "
                           "object (e.g. '{\"repetition_penalty\": 1.1}').")

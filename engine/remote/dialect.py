@@ -101,7 +101,9 @@ class Dialect:
         raise NotImplementedError
 
     def capabilities(self) -> Capabilities:
-        slots = self.info.slots or self.endpoint.concurrency
+        from engine.remote.endpoint import DEFAULT_CONCURRENCY
+
+        slots = (self.endpoint.concurrency or self.info.slots or DEFAULT_CONCURRENCY)
         return Capabilities(self.backend, self.features(), self.sampling(), max_parallel=slots)
 
     def model_n_ctx(self, model: str, wanted: int) -> int:

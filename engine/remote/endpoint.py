@@ -56,7 +56,7 @@ class Endpoint:
     kind: ServerKind = ServerKind.AUTO
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 300.0  # a long prompt on a busy server can take minutes
-    concurrency: int = DEFAULT_CONCURRENCY  # parallel requests when the server has no slot count
+    concurrency: int = 0  # parallel requests; 0: the server's slot count, else 4
     extra: dict[str, Any] = field(default_factory=dict)  # merged into every generation request
     keep_alive: str = ""  # Ollama: how long it keeps the model loaded ("" its default)
 
@@ -72,8 +72,8 @@ class Endpoint:
             problems.append("the connect timeout must be between 0 and 600 s")
         if not 0 < self.read_timeout_s <= 86400:
             problems.append("the read timeout must be between 0 and 86,400 s")
-        if not 1 <= self.concurrency <= 256:
-            problems.append("the concurrency must be between 1 and 256")
+        if not 0 <= self.concurrency <= 256:
+            problems.append("the concurrency must be between 1 and 256 (0: automatic)")
         if not isinstance(self.extra, dict):
             problems.append("the extra parameters must be a JSON object")
         return problems
@@ -100,7 +100,7 @@ class Endpoint:
                        kind=ServerKind(data.get("kind", ServerKind.AUTO)),
                        connect_timeout_s=float(data.get("connect_timeout_s", 5.0)),
                        read_timeout_s=float(data.get("read_timeout_s", 300.0)),
-                       concurrency=int(data.get("concurrency", DEFAULT_CONCURRENCY)),
+                       concurrency=int(data.get("concurrency", 0)),
                        extra=dict(data.get("extra") or {}),
                        keep_alive=str(data.get("keep_alive", "")))
         except (KeyError, TypeError, ValueError) as exc:

@@ -90,7 +90,7 @@ class RemoteEngine:
         self.endpoint = endpoint
         self._http = Http(endpoint.url, api_key, endpoint.connect_timeout_s,
                           endpoint.read_timeout_s,
-                          max_connections=max(16, 2 * endpoint.concurrency),
+                          max_connections=max(32, 2 * endpoint.concurrency),
                           transport=transport)
         self._dialect: Dialect | None = None
         self._model = ""
@@ -109,7 +109,7 @@ class RemoteEngine:
         if self._dialect is None:  # not connected yet: nothing optional is known to work
             return Capabilities(f"{KIND_NAMES[self.endpoint.kind]} at {self.endpoint.label}",
                                 frozenset(), frozenset({"max_tokens", "temperature"}),
-                                max_parallel=self.endpoint.concurrency)
+                                max_parallel=self.endpoint.concurrency or 1)
         return self._dialect.capabilities()
 
     @property
