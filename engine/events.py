@@ -34,6 +34,10 @@ class ErrorKind(StrEnum):
     BAD_REQUEST = "bad_request"  # invalid parameters (e.g. a malformed grammar)
     DOCUMENT_INVALID = "document_invalid"  # a document that cannot be read (see DocumentError)
     UNSUPPORTED = "unsupported"  # the backend lacks a capability the request needs
+    SERVER_UNREACHABLE = "server_unreachable"  # no answer: refused, DNS, TLS, timeout, dropped
+    AUTH_FAILED = "auth_failed"  # the server refused the API key (HTTP 401/403)
+    SERVER_BUSY = "server_busy"  # HTTP 429, or still generating after a stop
+    SERVER_ERROR = "server_error"  # HTTP 404/5xx, or a reply that is not what the API says
     INTERNAL = "internal"
 
 

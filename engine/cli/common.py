@@ -89,7 +89,8 @@ def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
 def add_load_flags(parser: argparse.ArgumentParser, reproducible: bool = True) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("-m", "--model", default="default",
-                       help="Model: 'default', a catalog name, or a path to a .gguf file.")
+                       help="Model: 'default', a catalog name, or a path to a .gguf file; "
+                            "with --endpoint, a model id on that server (default: its first).")
     group.add_argument("--n-ctx", type=int, default=0,
                        help="Context size in tokens (0: the model's, capped at 8192).")
     group.add_argument("--threads", type=int, default=0, help="Threads (0: physical cores).")
@@ -110,6 +111,9 @@ def add_load_flags(parser: argparse.ArgumentParser, reproducible: bool = True) -
     group.add_argument("--context-policy", choices=[c.value for c in ContextPolicy],
                        default="refuse",
                        help="When the prompt does not fit: refuse, or drop the oldest turns.")
+    from engine.cli.remote_flags import add_remote_flags
+
+    add_remote_flags(group)
 
 
 def sampling_from(args: argparse.Namespace, base: SamplingParams) -> SamplingParams:
@@ -130,6 +134,10 @@ def load_settings(args: argparse.Namespace) -> LoadSettings:
     """The load settings the flags ask for, checked before any engine starts."""
     from engine.catalog import resolve_model
 
+    if getattr(args, "endpoint", None):
+        from engine.cli.remote_flags import remote_load_settings, resolve_endpoint
+
+        return remote_load_settings(args, resolve_endpoint(args)[0])
     try:
         path = resolve_model(args.model)
     except VersoError as exc:
@@ -191,7 +199,14 @@ def read_file(path: str, what: str) -> str:
 
 @contextlib.contextmanager
 def open_engine(args: argparse.Namespace, io: Io) -> Iterator[Engine]:
-    engine = io.engine_factory(bool(getattr(args, "reproducible", False)))
+    """The engine a command runs on: Verso's own, or a server's (``--endpoint``)."""
+    engine: Engine
+    if getattr(args, "endpoint", None):
+        from engine.cli.remote_flags import open_remote
+
+        engine = open_remote(args)
+    else:
+        engine = io.engine_factory(bool(getattr(args, "reproducible", False)))
     try:
         yield engine
     finally:

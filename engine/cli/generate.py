@@ -114,7 +114,9 @@ def _constraints_from(args: argparse.Namespace) -> Constraints:
 
 def _needed_features(args: argparse.Namespace, constraints: Constraints) -> list[Feature]:
     needed = []
-    if constraints.grammar or constraints.json_schema or constraints.choices:
+    if constraints.json_schema:
+        needed.append(Feature.JSON_SCHEMA)
+    elif constraints.grammar or constraints.choices:
         needed.append(Feature.GRAMMAR)
     if constraints.ban:
         needed.append(Feature.BAN_PHRASES)
@@ -152,14 +154,17 @@ def run(args: argparse.Namespace, io: Io) -> int:
         require_sampling(engine.capabilities, sampling)
         load(engine, settings, io.err, quiet=True)
         sampling = constraints.apply(sampling, client_tokenizer(engine))
+        schema = (constraints.json_schema if isinstance(constraints.json_schema, str | None)
+                  else json.dumps(constraints.json_schema))
         if args.chat:
             messages = [ChatMessage("user", prompt)]
             if args.system:
                 messages.insert(0, ChatMessage("system", args.system))
             events: Iterator[Event] = engine.chat(ChatRequest(
-                tuple(messages), sampling, policy=ContextPolicy(args.context_policy)))
+                tuple(messages), sampling, policy=ContextPolicy(args.context_policy),
+                json_schema=schema))
         else:
-            events = engine.complete(CompletionRequest(prompt, sampling))
+            events = engine.complete(CompletionRequest(prompt, sampling, json_schema=schema))
         streaming = not args.json and not sampling.ban_phrases
         done = stream(events, io.out, io.err, echo=streaming, tokens=tokens)
     if args.json:

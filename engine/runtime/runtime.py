@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from engine.catalog import validate_model_file
+from engine.chat_template import ChatTemplate, RenderedPrompt
+from engine.context_policy import oldest_turn
 from engine.errors import BadRequestError, Cancelled, ContextOverflowError, VersoError
 from engine.events import (
     AttentionMap,
@@ -59,7 +61,6 @@ from engine.options import (
     prompt_limit,
 )
 from engine.runtime.attention import AttentionCapture
-from engine.runtime.chat_template import ChatTemplate, RenderedPrompt
 from engine.runtime.disk_snapshots import DEFAULT_DISK_BUDGET, DiskSnapshots, SnapshotKey
 from engine.runtime.llama_plumbing import (
     AbortSwitch,
@@ -383,7 +384,7 @@ class Runtime:
                 break
             if request.policy is not ContextPolicy.DROP_OLDEST:
                 raise ContextOverflowError(len(tokens), limit, ContextOverflowError.CHAT_REMEDY)
-            drop = _oldest_turn(messages)
+            drop = oldest_turn(messages)
             if drop is None:
                 raise ContextOverflowError(len(tokens), limit,
                                            ContextOverflowError.NOTHING_LEFT_TO_DROP)
@@ -861,18 +862,6 @@ class Runtime:
             restored_snapshot=restored,
             rollbacks=rollbacks,
         )
-
-
-def _oldest_turn(messages: list[ChatMessage]) -> list[int] | None:
-    """Indices of the oldest user turn and the replies that follow it, never the system
-    prompt and never the final message."""
-    first = next((i for i, m in enumerate(messages) if m.role != "system"), None)
-    if first is None or first >= len(messages) - 1:
-        return None
-    end = first + 1
-    while end < len(messages) - 1 and messages[end].role != "user":
-        end += 1
-    return list(range(first, end))
 
 
 def error_event(exc: BaseException, partial_text: str = "") -> Error:

@@ -19,7 +19,7 @@ from engine.api import Engine
 from engine.documents import Block, BlockKind, Document, split_sentences
 from engine.errors import BadRequestError, Cancelled, VersoError
 from engine.events import SeqDone
-from engine.options import GREEDY, BatchItem, BatchRequest, SamplingParams
+from engine.options import GREEDY, BatchRequest, SamplingParams
 from engine.store.jobs import JobStore, content_hash
 from engine.tasks.glossary import Glossary, GlossaryEntry
 from engine.tasks.jobs import (
@@ -27,7 +27,7 @@ from engine.tasks.jobs import (
     TaskProgress,
     job_model,
     model_has_chat,
-    prompt_tokens,
+    prompt_item,
     run_batch,
 )
 from engine.tasks.language import detect_language, language_code, language_name
@@ -148,10 +148,10 @@ def _request(client: Engine, segments: Sequence[Segment], settings: TranslateSet
     items = []
     longest = 0
     for s in segments:
-        tokens = prompt_tokens(client, _prompt(s, source, target, settings.glossary, chat), chat)
         required = tuple(e.target for e in settings.glossary.applicable(s.source))
-        items.append(BatchItem(tokens, required))
-        longest = max(longest, len(client.tokenize(s.source)))
+        items.append(prompt_item(client, _prompt(s, source, target, settings.glossary, chat),
+                                 chat, required))
+        longest = max(longest, client.count_tokens(s.source))
     max_tokens = int(longest * settings.max_ratio) + 16
     return BatchRequest(tuple(items), replace(sampling, max_tokens=max_tokens, stop=("\n",)),
                         n_parallel=settings.n_parallel, logprobs=True)
