@@ -144,3 +144,29 @@ def test_summarize_and_translate_run_on_any_engine(tmp_path: Path):
                             FakeEngine(replies=("Der Fluss tritt über die Ufer.",)))
     assert code == EXIT_OK, err
     assert "Der Fluss tritt über die Ufer." in out
+
+
+def test_context_policy_without_chat_is_refused():
+    code, _, err, fake = run(["generate", "Hi", "--context-policy", "drop_oldest"])
+    assert code == EXIT_USAGE and "--chat" in err
+    assert fake.ops() == []
+    code, _, _, _ = run(["generate", "Hi", "--chat", "--context-policy", "drop_oldest"])
+    assert code == EXIT_OK
+
+
+def test_gpu_layers_on_a_cpu_build_is_refused_not_ignored(monkeypatch):
+    from engine.cli import common
+
+    monkeypatch.setattr(common, "_gpu_offload", lambda: False)
+    code, _, err, fake = run(["generate", "Hi", "--gpu-layers", "20"])
+    assert code == EXIT_USAGE and "CPU only" in err and "--gpu-layers 20" in err
+    assert fake.ops() == []
+    monkeypatch.setattr(common, "_gpu_offload", lambda: True)
+    assert run(["generate", "Hi", "--gpu-layers", "20"])[0] == EXIT_OK
+
+
+def test_a_folder_given_as_a_document_is_named_as_a_folder(tmp_path: Path):
+    code, _, err, _ = run(["summarize", str(tmp_path)])
+    assert code == EXIT_USAGE and "is a folder" in err and "no such file" not in err
+    code, _, err, _ = run(["summarize", str(tmp_path / "missing.txt")])
+    assert code == EXIT_USAGE and "no such file" in err

@@ -151,7 +151,17 @@ def load_settings(args: argparse.Namespace) -> LoadSettings:
     problems = settings.validate()
     if problems:
         raise CliError("invalid model settings: " + "; ".join(problems), EXIT_USAGE)
+    if settings.n_gpu_layers and not _gpu_offload():
+        raise CliError(f"--gpu-layers {settings.n_gpu_layers}: this build of llama.cpp runs on "
+                       "the CPU only, so no layers can be offloaded (leave the flag out, or "
+                       "see \"Building with a GPU\" in the README)", EXIT_USAGE)
     return settings
+
+
+def _gpu_offload() -> bool:
+    from engine.build_info import build_info
+
+    return build_info().gpu_offload
 
 
 # ------------------------------------------------------------------ input

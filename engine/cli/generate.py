@@ -139,6 +139,9 @@ def run(args: argparse.Namespace, io: Io) -> int:
     from engine.tasks.constraints import client_tokenizer
 
     prompt = read_stream(io.stdin, "standard input") if args.prompt == "-" else args.prompt
+    if args.context_policy != ContextPolicy.REFUSE and not args.chat:
+        raise CliError("--context-policy applies to chat prompts (--chat): a plain completion "
+                       "has no turns to drop", EXIT_USAGE)
     settings = load_settings(args)
     if args.logprobs is not None:
         args.n_probs = args.logprobs

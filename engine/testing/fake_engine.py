@@ -40,6 +40,7 @@ from engine.options import (
     ChatMessage,
     ChatRequest,
     CompletionRequest,
+    ContextPolicy,
     LoadSettings,
     prompt_limit,
 )
@@ -242,7 +243,9 @@ class FakeEngine:
         needed = 1 + self.count_tokens(prompt)
         limit = prompt_limit(loaded.n_ctx, request.sampling.max_tokens)
         if needed > limit:
-            raise ContextOverflowError(needed, limit)
+            raise ContextOverflowError(needed, limit, ContextOverflowError.CHAT_REMEDY
+                                       if request.policy is ContextPolicy.REFUSE
+                                       else ContextOverflowError.NOTHING_LEFT_TO_DROP)
         reused = self._sessions.get(request.session_id, 0)
         self._sessions[request.session_id] = needed
         yield from self._stream(prompt, request.sampling.max_tokens, min(reused, needed))
