@@ -29,16 +29,22 @@ from app.panels.workbench import WorkbenchPanel
 from app.presets import load_presets
 from app.settings import AppSettings
 from app.theme import ICONS, ThemeManager, icon
-from app.widgets.model_picker import ModelPicker
+from app.widgets.model_picker import ModelPicker, remote_key
 from app.widgets.settings_dialog import SettingsDialog
 from app.widgets.status_bar import StatusBar
 from engine.api import Engine
 from engine.catalog import bundled_model_path
 from engine.events import Error, ErrorKind, ModelLoaded, Progress
 from engine.model_ref import ModelRef
+from engine.options import LoadSettings
+from engine.remote.router import EngineRouter
 from engine.store import ConversationStore
 
 log = logging.getLogger(__name__)
+
+def _picker_key(loaded: ModelLoaded) -> str | None:
+    return loaded.local_path if loaded.ref.is_local else remote_key(loaded.ref)
+
 
 _LOAD_FIELDS = ("n_threads", "n_ctx", "flash_attn", "n_gpu_layers", "kv_type")
 
@@ -67,6 +73,7 @@ class MainWindow(QMainWindow):
 
         self.picker = ModelPicker()
         self.picker.load_requested.connect(self.load_model)
+        self.picker.remote_requested.connect(self.load_remote)
         self.picker.cancel_requested.connect(self.bridge.cancel_load)
         self.status = StatusBar()
         self.setStatusBar(self.status)
@@ -219,6 +226,17 @@ class MainWindow(QMainWindow):
     def _load_ref(self, ref: ModelRef) -> None:
         if ref.local_path is not None:
             self.load_model(ref.local_path)
+        else:
+            self.load_remote(ref)
+
+    def load_remote(self, ref: ModelRef) -> None:
+        """A model on a saved server: the engine router connects to it."""
+        loading = self.bridge.loading
+        if loading is not None and loading.model is not None and ref.same_model(loading.model):
+            return
+        self.picker.set_loading(ref.label)
+        self.status.set_model(self.bridge.loaded, f"Connecting to {ref.location}…")
+        self.bridge.load(LoadSettings.remote(ref, n_ctx=self.settings.n_ctx))
 
     def load_model(self, path: str) -> None:
         if self.bridge.loading is not None and self.bridge.loading.path == path:
@@ -234,7 +252,7 @@ class MainWindow(QMainWindow):
 
     def _model_loaded(self, loaded: ModelLoaded) -> None:
         self.picker.set_loading(None)
-        self.picker.set_current(loaded.local_path)
+        self.picker.set_current(_picker_key(loaded))
         self.status.set_model(loaded)
         if loaded.local_path and self.settings.model_path != loaded.local_path:
             self.settings.model_path = loaded.local_path
@@ -243,7 +261,7 @@ class MainWindow(QMainWindow):
     def _load_failed(self, error: Error) -> None:
         self.picker.set_loading(None)
         loaded = self.bridge.loaded
-        self.picker.set_current(loaded.local_path if loaded else None)
+        self.picker.set_current(_picker_key(loaded) if loaded else None)
         self.status.set_model(loaded)
         self.status.showMessage(f"The model could not be loaded: {error.message}", 15000)
         box = QMessageBox(QMessageBox.Icon.Warning, "Model not loaded", error.message,
@@ -254,7 +272,7 @@ class MainWindow(QMainWindow):
     def _load_cancelled(self) -> None:
         self.picker.set_loading(None)
         loaded = self.bridge.loaded
-        self.picker.set_current(loaded.local_path if loaded else None)
+        self.picker.set_current(_picker_key(loaded) if loaded else None)
         self.status.set_model(loaded, "reloads with the next message" if loaded else "")
         self.status.showMessage("Loading was cancelled.", 5000)
 
@@ -266,9 +284,17 @@ class MainWindow(QMainWindow):
     # ---------------------------------------------------------------- settings
 
     def open_settings(self) -> None:
-        dialog = SettingsDialog(self.settings, load_presets(), self)
-        if dialog.exec() == SettingsDialog.DialogCode.Accepted:
+        engine = self.bridge.engine
+        dialog = SettingsDialog(self.settings, load_presets(), self,
+                                engine_in_use=engine.capabilities.backend)
+        accepted = dialog.exec() == SettingsDialog.DialogCode.Accepted
+        if isinstance(engine, EngineRouter):  # a server's address or key changed
+            for url in dialog.servers.changed:
+                engine.forget_endpoint(url)
+        if accepted:
             self.apply_settings(dialog.result_settings())
+        elif dialog.servers.changed:
+            self.picker.refresh(self.settings.n_ctx, self.settings.kv_type)
 
     def apply_settings(self, new: AppSettings) -> None:
         reload = any(getattr(new, f) != getattr(self.settings, f) for f in _LOAD_FIELDS)
@@ -279,6 +305,7 @@ class MainWindow(QMainWindow):
         loaded = self.bridge.loaded
         if reload and loaded is not None and loaded.local_path:
             self.load_model(loaded.local_path)
+
         self.chat.replies.count_now()
 
     def _save_settings(self) -> None:

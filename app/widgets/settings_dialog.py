@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 from app.presets import Preset
 from app.settings import AppSettings
 from app.widgets.sampling_form import SamplingForm
+from app.widgets.servers_editor import ServersEditor
 from engine.options import MIN_CTX, ContextPolicy, KVType
 
 _POLICIES = {ContextPolicy.REFUSE.value: "Refuse and say how much is over",
@@ -59,7 +60,8 @@ def _combo(options: dict[str, str], current: str) -> QComboBox:
 
 class SettingsDialog(QDialog):
     def __init__(self, settings: AppSettings, presets: list[Preset],
-                 parent: QWidget | None = None) -> None:
+                 parent: QWidget | None = None,
+                 engine_in_use: str = "Verso's llama.cpp engine") -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self.setObjectName("settingsDialog")
@@ -69,6 +71,8 @@ class SettingsDialog(QDialog):
         tabs.addTab(self._model_tab(settings), "Model")
         tabs.addTab(self._chat_tab(settings, presets), "Chat")
         tabs.addTab(self._appearance_tab(settings), "Appearance")
+        self.servers = ServersEditor(engine_in_use)
+        tabs.addTab(self.servers, "Servers")
         self.tabs = tabs
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
                                    | QDialogButtonBox.StandardButton.Cancel)
