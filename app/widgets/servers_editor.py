@@ -49,7 +49,7 @@ class ServersEditor(QWidget):
         self.url.setPlaceholderText("http://gpu-box:8080")
         self.kind = QComboBox()
         for kind, label in _KINDS.items():
-            self.kind.addItem(label, kind)
+            self.kind.addItem(label, str(kind))
         self.key = QLineEdit()
         self.key.setEchoMode(QLineEdit.EchoMode.Password)
         self.key.setPlaceholderText("none")
@@ -98,7 +98,7 @@ class ServersEditor(QWidget):
         endpoint = self._endpoints[row]
         self.name.setText(endpoint.name)
         self.url.setText(endpoint.url)
-        self.kind.setCurrentIndex(max(self.kind.findData(endpoint.kind), 0))
+        self.kind.setCurrentIndex(max(self.kind.findData(str(endpoint.kind)), 0))
         self.key.clear()
         has_key = get_secret(endpoint.secret_name) is not None
         self.key.setPlaceholderText("saved (type to replace)" if has_key else "none")
@@ -109,7 +109,7 @@ class ServersEditor(QWidget):
             self.message.setText("Give the server a name.")
             return None
         try:
-            return Endpoint(self.url.text(), name=name, kind=self.kind.currentData())
+            return Endpoint(self.url.text(), name=name, kind=ServerKind(self.kind.currentData()))
         except VersoError as exc:
             self.message.setText(exc.message)
             return None
