@@ -34,6 +34,7 @@ from app.panels.workbench import WorkbenchPanel
 from app.presets import load_presets
 from app.settings import AppSettings
 from app.theme import ICONS, ThemeManager, icon
+from app.widgets.message_view import placeholder_for
 from app.widgets.model_picker import ModelPicker, remote_key
 from app.widgets.settings_dialog import SettingsDialog
 from app.widgets.status_bar import StatusBar
@@ -307,6 +308,8 @@ class MainWindow(QMainWindow):
             self.status.showMessage("The engine is restarting and reloading the model…", 5000)
 
     def _model_loaded(self, loaded: ModelLoaded) -> None:
+        self.chat.view.placeholder.setText(placeholder_for(
+            self.bridge.capabilities.backend, loaded.ref.is_local))
         self.picker.set_loading(None)
         self.picker.set_current(_picker_key(loaded))
         self.status.set_model(loaded)

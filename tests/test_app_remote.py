@@ -69,6 +69,9 @@ def test_a_server_added_in_settings_runs_the_chat(qtbot, server: str, smol_path:
                     and not window.bridge.loaded.ref.is_local, timeout=60_000)
     assert router.active is not router.local and router.local.loaded is None  # memory freed
     assert "on lab" in window.picker.combo.currentText()
+    assert "SmolLM2-135M-Instruct.Q4_1.gguf — on lab" in window.picker.combo.currentText()
+    assert "nothing leaves it" not in window.chat.view.placeholder.text()
+    assert "sent to the llama.cpp server at lab" in window.chat.view.placeholder.text()
     assert not window.bridge.has(Feature.ATTENTION)
     assert "not available with the llama.cpp server" in window.bridge.unavailable(
         Feature.ATTENTION)

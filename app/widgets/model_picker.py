@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from PySide6.QtCore import QObject, Qt, QThreadPool, Signal
 from PySide6.QtGui import QStandardItemModel
@@ -53,8 +53,13 @@ def remote_key(ref: ModelRef) -> str:
 def _label(key: str) -> str:
     if key.startswith(REMOTE_PREFIX):
         ref = ModelRef.from_json(json.loads(key[len(REMOTE_PREFIX):]))
-        return f"{ref.model_id} — on {ref.location}"
+        return f"{_model_name(ref.model_id)} — on {ref.location}"
     return Path(key).name
+
+
+def _model_name(model_id: str) -> str:
+    """llama-server names its model by the file path it was started with: show the file."""
+    return PurePath(model_id).name if model_id.endswith(".gguf") else model_id
 
 
 class _Relay(QObject):
@@ -150,7 +155,7 @@ class ModelPicker(QWidget):
                 model.item(index).setEnabled(False)
         for listing in self.listings:
             for ref in listing.models:
-                self.combo.addItem(f"{ref.model_id} — on {listing.endpoint.label}",
+                self.combo.addItem(f"{_model_name(ref.model_id)} — on {listing.endpoint.label}",
                                    remote_key(ref))
                 self.combo.setItemData(self.combo.count() - 1,
                                        f"Runs on {listing.backend or listing.endpoint.url}",
