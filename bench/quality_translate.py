@@ -113,20 +113,23 @@ def term_counts(translation: Translation, glossary: Glossary) -> dict[str, int]:
     return dict(counts)
 
 
-def leaked_lines(translation: Translation, settings: TranslateSettings) -> int:
-    """Segments whose final text still holds a prompt line (or a glossary line)."""
-    from engine.tasks.translate_prompt import glossary_line
+def leaked_lines(engine: InProcessEngine, translation: Translation,
+                 settings: TranslateSettings) -> int:
+    """Segments whose final text still holds a line of their prompt (instruction, glossary
+    line, examples), found by running ``prompt_echo`` again on the final text."""
+    from engine.tasks.jobs import model_has_chat
+    from engine.tasks.translate_prompt import FORMATS, glossary_line, segment_prompt
 
     count = 0
     for segment in translation.segments:
         if not segment.translated or not segment.text:
             continue
-        lines = ["Translate the English text into German. Reply with the German translation "
-                 "only, on one line.", "Translate from English to German."]
         terms = settings.glossary.applicable(segment.source)
-        if terms:
-            lines.append(glossary_line(terms))
-        count += bool(strip_echo(segment.text, lines, segment.source).removed)
+        lines = {glossary_line(terms)} if terms else set()
+        for form in FORMATS:  # every format's lines, not only the one used
+            lines.update(segment_prompt(engine, segment.source, "English", "German", terms,
+                                        model_has_chat(engine), form).instructions)
+        count += bool(strip_echo(segment.text, sorted(lines), segment.source).removed)
     return count
 
 
@@ -147,7 +150,7 @@ def measure(engine: InProcessEngine, document: dict, form: str) -> dict:
         "distinct_trigrams": round(distinct_trigrams(output), 3),
         **term_counts(translation, glossary),
         "untranslated": sum(s.untranslated for s in translation.segments),
-        "leaked_lines": leaked_lines(translation, settings),
+        "leaked_lines": leaked_lines(engine, translation, settings),
         "echoes_removed": sum(bool(s.leaked) for s in translation.segments),
         "needs_review": sum(s.needs_review for s in translation.segments),
         "outputs": [{"source": s.source, "text": s.text,

@@ -18,6 +18,8 @@ MIN_RUN = 3  # words in a row shared with an instruction line
 _WORD = re.compile(r"\w+", re.UNICODE)
 _TRAILING = re.compile(r"[\s:;,.=→>\-–—]*")
 _LEADING_JUNK = re.compile(r"^[\s:;,.=→>\-–—]+")
+# What is left of an introduction once its echoed words are gone ("of ... would be:").
+_LEAD_IN = re.compile(r"^\W*(?:\w+\W+){0,4}?\w*\s*:\s+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,14 +72,19 @@ def strip_echo(text: str, instructions: Sequence[str], source: str,
     removed: list[str] = []
     cleaned = text
     changed = True
+    at_start = False
     while changed:
         changed = False
         for line in instructions:
             span = _echo_span(cleaned, line, source_grams)
             if span is not None:
                 removed.append(cleaned[span[0]:span[1]].strip())
+                at_start = at_start or not cleaned[:span[0]].strip(" \"'“”„:")
                 cleaned = cleaned[:span[0]] + cleaned[span[1]:]
                 changed = True
+    if at_start and (lead := _LEAD_IN.match(cleaned)) and lead.end() < len(cleaned):
+        removed.append(lead.group().strip())
+        cleaned = cleaned[lead.end():]
     pattern = label_pattern(labels) if labels else None
     if pattern is not None and (match := pattern.match(cleaned)):
         removed.append(match.group().strip())

@@ -229,7 +229,6 @@ def _languages(document: Document, settings: TranslateSettings) -> tuple[str, st
 
 _STORED = ("text", "mean_logprob", "low_confidence", "required", "forced_tokens",
            "finish_reason", "flags", "leaked", "terms")
-_RENDERINGS_STEP = "glossary"
 
 
 def translate(client: Engine, document: Document, settings: TranslateSettings,
@@ -256,19 +255,14 @@ def translate(client: Engine, document: Document, settings: TranslateSettings,
                                        [document], settings.to_json(), model)
         store.record(job.id, recipe.title, recipe.to_json(),
                      sum(s.translated for s in segments))
-        steps = store.steps(job.id)
-        stored_renderings = steps.pop(_RENDERINGS_STEP, None)
-        for step, saved in steps.items():
+        for step, saved in store.steps(job.id).items():
             index = int(step.removeprefix("segment:"))
             if index in results:
                 results[index] = replace(results[index], **_restore(saved))
-    else:
-        stored_renderings = None
     translatable = [s for s in segments if s.translated]
     todo = [s for s in translatable if not results[s.index].finish_reason]
     reused = len(translatable) - len(todo)
-    renderings: tuple[tuple[str, str], ...] = tuple(
-        (p[0], p[1]) for p in (stored_renderings or {}).get("pairs", ()))
+    renderings: tuple[tuple[str, str], ...] = ()
 
     def finish(status: str) -> None:
         if store is not None and job is not None:
@@ -276,11 +270,8 @@ def translate(client: Engine, document: Document, settings: TranslateSettings,
 
     try:
         if todo:
-            if stored_renderings is None:
-                renderings = _renderings(client, settings, [s.source for s in translatable],
-                                         source, target, cancel)
-                if store is not None and job is not None:
-                    store.save_step(job.id, _RENDERINGS_STEP, {"pairs": renderings})
+            renderings = _renderings(client, settings, [s.source for s in todo], source,
+                                     target, cancel)
             by_term = _rendering_map(renderings)
             texts = [s.source for s in todo]
             prompts = _prompts(client, texts, settings, source, target)
