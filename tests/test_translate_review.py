@@ -118,3 +118,28 @@ def test_review_strips_echo_places_terms_and_flags_nothing_for_a_good_output():
     assert result.text == GERMAN.replace('"Lizenz"', '"Lizenz-XQ"')
     assert [f.kind for f in result.flags] == [ECHO]
     assert result.leaked
+
+
+def test_flags_and_placements_are_stored_with_the_job_and_reused(tmp_path):
+    from engine.documents import document_from_text
+    from engine.options import LoadSettings
+    from engine.store.jobs import JobStore
+    from engine.tasks.glossary import Glossary
+    from engine.tasks.translate import TranslateSettings, translate
+    from engine.testing.fake_engine import FakeEngine
+
+    def respond(prompt: str) -> str:  # English left as English, and the term alone
+        return "The License applies to you." if "applies" in prompt else "Lizenz"
+
+    engine = FakeEngine(respond=respond)
+    list(engine.load(LoadSettings(path="/models/fake.gguf")))
+    document = document_from_text("The License applies to you.")
+    settings = TranslateSettings(target="de", source="en",
+                                 glossary=Glossary.from_pairs([("License", "Lizenz-XQ")]))
+    with JobStore(tmp_path / "jobs.db") as store:
+        first = list(translate(engine, document, settings, store=store))[-1]
+        again = list(translate(engine, document, settings, store=store))[-1]
+    (segment,) = first.segments
+    assert segment.text == "The Lizenz-XQ applies to you." and segment.untranslated
+    assert segment.terms[0].placed == 1
+    assert again.segments_reused == 1 and again.segments == first.segments

@@ -283,7 +283,7 @@ def translate(client: Engine, document: Document, settings: TranslateSettings,
                 results[segment.index] = segment
                 if store is not None and job is not None:
                     store.save_step(job.id, f"segment:{segment.index}",
-                                    {k: getattr(segment, k) for k in _STORED})
+                                    {k: v for k, v in asdict(segment).items() if k in _STORED})
 
             yield from run_batch(client, request, "translate", on_done, cancel,
                                  done_before=reused, total=len(translatable))
