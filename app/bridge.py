@@ -366,7 +366,8 @@ class EngineBridge(QObject):
         if engine_factory is None:
             from engine.worker import EngineClient
 
-            engine_factory = EngineClient
+            def engine_factory() -> Engine:
+                return EngineClient(persist_sessions=True)
         self.engine: Engine = engine_factory()
         self.loaded: ModelLoaded | None = None
         self.loading: LoadSettings | None = None

@@ -382,3 +382,17 @@ def test_resolve_unknown_model_lists_what_is_available(models_dir):
     assert "gpt-5" in str(error)
     assert "default" in error.reason and "b-tiny" in error.reason
     assert "SmolLM2-135M-Instruct.Q4_1" in error.reason
+
+
+def test_downloads_in_progress_and_later_split_parts_are_not_listed(tmp_path, monkeypatch):
+    folder = tmp_path / "models"
+    monkeypatch.setenv("VERSO_MODELS_DIR", str(folder))
+    (folder / ".downloads" / "o--r").mkdir(parents=True)
+    write_tiny_gguf(folder / ".downloads" / "o--r" / "verified-part.gguf")
+    (folder / "set").mkdir()
+    for n in (1, 2, 3):
+        write_tiny_gguf(folder / "set" / f"m-{n:05d}-of-00003.gguf")
+    (folder / "orphans").mkdir()
+    write_tiny_gguf(folder / "orphans" / "x-00002-of-00002.gguf")  # its first part is gone
+    names = [e.path.name for e in list_models() if e.source == "models_dir"]
+    assert names == ["x-00002-of-00002.gguf", "m-00001-of-00003.gguf"]

@@ -33,6 +33,7 @@ from app.panels.job_resume import JobResumePanel
 from app.widgets.document_picker import DocumentPicker
 from app.widgets.glossary_table import GlossaryTable
 from app.widgets.interrupted_jobs import InterruptedJobs
+from app.widgets.task_advice import AdviceBanner
 from app.widgets.task_progress import TaskProgressRow
 from engine.documents import Document
 from engine.errors import BadRequestError
@@ -155,6 +156,10 @@ class TranslatePanel(JobResumePanel):
         self.target.setCurrentText("French")
         self.target.setToolTip("Pick a language or type its name")
         self.target.currentTextChanged.connect(lambda _t: self._update())
+        self.advice = AdviceBanner("translate")
+        self.target.currentTextChanged.connect(lambda _t: self._advice_languages())
+        self.source.currentIndexChanged.connect(lambda _i: self._advice_languages())
+        self._advice_languages()
         self.run_button = QPushButton("Translate")
         self.run_button.setObjectName("primaryButton")
         self.run_button.clicked.connect(self.run)
@@ -178,6 +183,7 @@ class TranslatePanel(JobResumePanel):
         left = QVBoxLayout()
         left.addWidget(title)
         left.addWidget(subtitle)
+        left.addWidget(self.advice)
         left.addWidget(self.picker)
         left.addLayout(languages)
         left.addWidget(self.plan)
@@ -548,6 +554,9 @@ class TranslatePanel(JobResumePanel):
         if self.translation is not None:
             QGuiApplication.clipboard().setText(to_markdown(self.translation))
             self.status_message.emit("Translation copied as Markdown.")
+
+    def _advice_languages(self) -> None:
+        self.advice.set_languages(self.source.currentData(), self.target.currentText())
 
     def shutdown(self) -> None:
         self.picker.shutdown()

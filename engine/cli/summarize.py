@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from engine.cli.advice_note import note_advice
 from engine.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace, io: Io) -> int:
     else:
         load_with = load_settings(args)
         with open_engine(args, io) as engine, JobStore() as store:
-            load(engine, load_with, io.err)
+            note_advice("summarize", load(engine, load_with, io.err), io.err)
             result = last_result(summarize(engine, documents, settings, store), io.err)
     assert isinstance(result, SummaryResult)
     if args.json:

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from engine.cli.advice_note import note_advice
 from engine.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -56,7 +57,8 @@ def run(args: argparse.Namespace, io: Io) -> int:
                                  n_parallel=args.parallel)
     load_with = load_settings(args)
     with open_engine(args, io) as engine, JobStore() as store:
-        load(engine, load_with, io.err)
+        note_advice("translate", load(engine, load_with, io.err), io.err, target=args.target,
+                    source=args.source)
         translation = last_result(translate(engine, document, settings, store=store), io.err)
     assert isinstance(translation, Translation)
     for segment in translation.segments:

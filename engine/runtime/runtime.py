@@ -22,6 +22,7 @@ import random
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,7 @@ from engine.options import (
 )
 from engine.runtime.attention import AttentionCapture
 from engine.runtime.chat_template import ChatTemplate, RenderedPrompt
+from engine.runtime.disk_snapshots import DEFAULT_DISK_BUDGET, DiskSnapshots, SnapshotKey
 from engine.runtime.llama_plumbing import (
     AbortSwitch,
     CancelCheck,
@@ -144,7 +146,11 @@ class _Output:
 
 class Runtime:
     def __init__(self, snapshot_budget_bytes: int = DEFAULT_SNAPSHOT_BUDGET,
-                 reuse_kv: bool = True, batch_invariant: bool = False) -> None:
+                 reuse_kv: bool = True, batch_invariant: bool = False,
+                 snapshot_dir: Path | None = None,
+                 disk_budget_bytes: int = DEFAULT_DISK_BUDGET) -> None:
+        """``snapshot_dir``: keep conversations' KV snapshots there too, so they stay warm
+        across restarts (``engine.runtime.disk_snapshots``)."""
         self._llama: Any = None  # llama_cpp.Llama; Any because its private
         # ctypes members (ctx, _batch, _model) are passed to raw llama.cpp calls unchecked
         self._settings: LoadSettings | None = None
@@ -154,6 +160,9 @@ class Runtime:
         self.batch_invariant = batch_invariant
         self._kv_batched = 0  # leading KV entries computed in batches of two or more tokens
         self.snapshots = SnapshotCache(snapshot_budget_bytes)
+        self._snapshot_dir = snapshot_dir
+        self._disk_budget = disk_budget_bytes
+        self._disk: DiskSnapshots | None = None
         self._session: str | None = None
         self._kv_tokens: list[int] = []
         self._history: dict[str, SessionHistory] = {}
@@ -227,10 +236,30 @@ class Runtime:
             gpu_layers=settings.n_gpu_layers if llama_cpp.llama_supports_gpu_offload() else 0,
             load_seconds=time.perf_counter() - start,
         )
+        if self._snapshot_dir is not None:
+            self._disk = DiskSnapshots(self._snapshot_dir, self._snapshot_key(settings),
+                                       self._disk_budget)
         yield Progress("load", 1, 1)
         yield self._loaded
 
+    def _snapshot_key(self, settings: LoadSettings) -> SnapshotKey:
+        from engine.build_info import build_info
+
+        llm = self._require_model()
+        info = build_info()
+        assert self._loaded is not None
+        return SnapshotKey(
+            model_sha256=self._loaded.ref.sha256, n_ctx=llm.n_ctx(),
+            kv_type=str(settings.kv_type), flash_attn=settings.flash_attn,
+            n_gpu_layers=self._loaded.gpu_layers, n_batch=llm.n_batch,
+            llama_build=f"{info.llama_cpp_python} {info.ggml_version} {info.ggml_commit}")
+
     def unload(self) -> None:
+        if self._disk is not None:
+            if self._llama is not None and self._session is not None and self._kv_tokens:
+                self._disk.save(self._session, self._capture())
+            self._disk.close()
+            self._disk = None
         if self._attention is not None:  # its context lives on the model: free it first
             self._attention.close()
             self._attention = None
@@ -478,18 +507,15 @@ class Runtime:
             return False
         llm = self._require_model()
         if self._session is not None and self._kv_tokens:
-            size = llama_cpp.llama_state_seq_get_size(llm.ctx, 0)
-            buffer = (ctypes.c_uint8 * size)()
-            written = llama_cpp.llama_state_seq_get_data(llm.ctx, buffer, size, 0)
-            self.snapshots.put(self._session, Snapshot(
-                kv_tokens=tuple(self._kv_tokens),
-                state=bytes(buffer)[:written],
-                history=self._history.get(self._session, SessionHistory()),
-                kv_batched=self._kv_batched,
-            ))
+            outgoing = self._capture()
+            self.snapshots.put(self._session, outgoing)
+            if self._disk is not None:
+                self._disk.save(self._session, outgoing)
         self._clear_kv()
         self._session = session_id
         snapshot = self.snapshots.take(session_id)
+        if snapshot is None and self._disk is not None:
+            snapshot = self._disk.load(session_id)
         if snapshot is None:
             return False
         buffer = (ctypes.c_uint8 * len(snapshot.state)).from_buffer_copy(snapshot.state)
@@ -502,8 +528,26 @@ class Runtime:
         self._history[session_id] = snapshot.history
         return True
 
+    def _capture(self) -> Snapshot:
+        """The current session's KV state and what is known to be in it."""
+        import llama_cpp
+
+        llm = self._require_model()
+        size = llama_cpp.llama_state_seq_get_size(llm.ctx, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(llm.ctx, buffer, size, 0)
+        assert self._session is not None
+        return Snapshot(
+            kv_tokens=tuple(self._kv_tokens),
+            state=bytes(buffer)[:written],
+            history=self._history.get(self._session, SessionHistory()),
+            kv_batched=self._kv_batched,
+        )
+
     def forget_session(self, session_id: str) -> None:
         self.snapshots.drop(session_id)
+        if self._disk is not None:
+            self._disk.drop(session_id)
         self._history.pop(session_id, None)
         if session_id == self._session:
             self._clear_kv()
