@@ -105,6 +105,7 @@ class ModelLoaded:
     has_chat_template: bool
     gpu_layers: int
     load_seconds: float
+    chat_template_problem: str = ""  # why the model's own chat template is not used
 
     @property
     def local_path(self) -> str | None:

@@ -256,6 +256,9 @@ def load(engine: Engine, settings: LoadSettings, err: TextIO, quiet: bool = Fals
             if not quiet:
                 print(f"[loaded {event.name}: n_ctx {event.n_ctx}, {event.load_seconds:.2f} s]",
                       file=err)
+            if event.chat_template_problem:  # shown even when quiet: it changes the prompt
+                print(f"note: chat prompts use the built-in ChatML format: "
+                      f"{event.chat_template_problem}", file=err)
             return event
     raise CliError("the engine did not report a loaded model")
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from engine import native_log
 from engine.catalog import validate_model_file
 from engine.chat_template import ChatTemplate, RenderedPrompt
 from engine.context_policy import oldest_turn
@@ -202,6 +203,7 @@ class Runtime:
         n_ctx = settings.n_ctx or min(info.context_length or DEFAULT_CTX_CAP, DEFAULT_CTX_CAP)
         threads, threads_batch = thread_counts(settings)
         kv = ggml_kv_type(settings.kv_type)
+        native_log.clear_errors()
         try:
             self._llama = llama_cpp.Llama(
                 model_path=str(settings.path),
@@ -218,8 +220,9 @@ class Runtime:
             )
         except (ValueError, RuntimeError, OSError) as exc:
             raise VersoError(
-                f"{settings.path}: llama.cpp could not load this model ({exc}). "
-                "The file may be corrupt or made for a newer llama.cpp.",
+                f"{settings.path}: llama.cpp could not load this model "
+                f"({_load_failure(exc)}). The file may be corrupt or made for a newer "
+                "llama.cpp.",
                 ErrorKind.MODEL_INVALID,
             ) from exc
         llm = self._llama
@@ -242,7 +245,11 @@ class Runtime:
             has_chat_template=self._template.source == "model",
             gpu_layers=settings.n_gpu_layers if llama_cpp.llama_supports_gpu_offload() else 0,
             load_seconds=time.perf_counter() - start,
+            chat_template_problem=self._template.problem,
         )
+        if self._template.problem:
+            log.warning("%s: using ChatML instead of the model's chat template: %s",
+                        settings.path, self._template.problem)
         if self._snapshot_dir is not None:
             self._disk = DiskSnapshots(self._snapshot_dir, self._snapshot_key(settings),
                                        self._disk_budget)
@@ -905,6 +912,14 @@ class Runtime:
             rollbacks=rollbacks,
             loops=loops,
         )
+
+
+def _load_failure(exc: BaseException) -> str:
+    """llama.cpp's own reason for a failed load ("error loading model vocabulary: ..."),
+    read from its log lines; llama-cpp-python's exception only says that it failed."""
+    reasons = [line.split("error loading model", 1)[-1].lstrip(": ")
+               for line in native_log.recent_errors() if "error loading model" in line]
+    return reasons[-1] if reasons else str(exc)
 
 
 def error_event(exc: BaseException, partial_text: str = "") -> Error:
