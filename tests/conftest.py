@@ -46,12 +46,21 @@ def verso_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
     monkeypatch.setenv("VERSO_HOME", str(home))
     monkeypatch.setenv("VERSO_MODELS_DIR", str(home / "models"))
     # Secrets go to a per-test file keyring (also in CLI processes the test starts).
-    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "engine.testing.test_keyring.TestKeyring")
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "engine.testing.test_keyring.FileKeyring")
     import keyring
 
-    from engine.testing.test_keyring import TestKeyring
-    keyring.set_keyring(TestKeyring())
+    from engine.testing.test_keyring import FileKeyring
+    keyring.set_keyring(FileKeyring())
     return home
+
+
+@pytest.fixture(autouse=True)
+def fresh_classify_priors() -> None:
+    """Content-free priors are cached per process by model and prompt; a scripted engine's
+    scores differ between tests, so no test sees another's."""
+    from engine.tasks.classify import PRIORS
+
+    PRIORS.clear()
 
 
 def _bundled_model() -> Path:

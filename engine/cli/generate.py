@@ -139,6 +139,9 @@ def run(args: argparse.Namespace, io: Io) -> int:
     from engine.tasks.constraints import client_tokenizer
 
     prompt = read_stream(io.stdin, "standard input") if args.prompt == "-" else args.prompt
+    if args.context_policy != ContextPolicy.REFUSE and not args.chat:
+        raise CliError("--context-policy applies to chat prompts (--chat): a plain completion "
+                       "has no turns to drop", EXIT_USAGE)
     settings = load_settings(args)
     if args.logprobs is not None:
         args.n_probs = args.logprobs
@@ -162,7 +165,9 @@ def run(args: argparse.Namespace, io: Io) -> int:
                 json_schema=schema))
         else:
             events = engine.complete(CompletionRequest(prompt, sampling, json_schema=schema))
-        streaming = not args.json and not sampling.ban_phrases
+        # Undone text cannot be taken back from a file or a pipe: print it when complete.
+        streaming = not args.json and not sampling.ban_phrases and (
+            not sampling.loop_guard or _is_terminal(io.out))
         done = stream(events, io.out, io.err, echo=streaming, tokens=tokens)
     if args.json:
         result: dict[str, Any] = {"text": done.text, "finish_reason": done.finish_reason.value,
@@ -176,3 +181,8 @@ def run(args: argparse.Namespace, io: Io) -> int:
     if args.stats:
         print(format_stats(done.stats, done.finish_reason.value), file=io.err)
     return EXIT_OK
+
+
+def _is_terminal(out: object) -> bool:
+    isatty = getattr(out, "isatty", None)
+    return bool(isatty and isatty())

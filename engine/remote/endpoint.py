@@ -62,6 +62,7 @@ class Endpoint:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "url", normalize_url(self.url))
+        object.__setattr__(self, "kind", ServerKind(self.kind))  # a plain string from a form
         problems = self.validate()
         if problems:
             raise BadRequestError("; ".join(problems))

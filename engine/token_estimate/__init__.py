@@ -1,13 +1,20 @@
-"""Token counts for a server that cannot tokenize (placeholder).
+"""A conservative token count for servers that cannot tokenize (Ollama, generic
+OpenAI-compatible endpoints), for chunking documents and the chat context bar.
 
-A conservative sentencepiece-based estimator replaces this module; until it lands,
-``estimate_tokens`` assumes two bytes of UTF-8 per token, which overestimates English text
-for the bundled models' tokenizers (about four bytes a token) and so never lets a chunk
-outgrow a context."""
+``estimate_tokens(text)`` weighs the pieces of a small sentencepiece model shipped in
+``assets/token_estimate/`` (trained by ``packaging/train_token_estimator.py`` on
+multilingual text, code and numbers) so that it is at most a few per cent below the real
+count of SmolLM2's and Gemma 3's tokenizers for the held-out texts of every script it was
+calibrated on; it overestimates instead, most for scripts one of them tokenizes well and the
+other badly. Its figures are in the README ("Token estimates")."""
 
 from __future__ import annotations
 
+from engine.token_estimate.estimator import TokenEstimator, default_estimator
+
+__all__ = ["TokenEstimator", "estimate_tokens"]
+
 
 def estimate_tokens(text: str) -> int:
-    """An upper estimate of the tokens of ``text`` under an unknown tokenizer (at least 1)."""
-    return max(1, len(text.encode("utf-8")) // 2)
+    """Estimated tokens in ``text`` (0 for the empty text); no special tokens counted."""
+    return default_estimator().estimate(text)
