@@ -28,7 +28,8 @@ _MODEL_FIXTURES = frozenset({"smol_path", "gemma_path", "make_window", "llama_se
 # bundled default model, the engine process, the app started from source).
 _REAL_ENGINE_MODULES = frozenset({"test_cli", "test_cli_generation", "test_worker",
                                   "test_attention", "test_classify", "test_packaging",
-                                  "test_remote_llama_server", "test_remote_openai_server"})
+                                  "test_remote_llama_server", "test_remote_openai_server",
+                                  "test_loop_guard_model"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

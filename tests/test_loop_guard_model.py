@@ -204,13 +204,16 @@ def test_dry_and_xtc_change_the_output_and_bad_values_are_refused(smol):
 
 
 def test_the_cli_says_when_the_model_was_stopped_for_repeating():
-    result = subprocess.run([sys.executable, "-m", "engine", "generate", CATS, "--temperature",
-                             "0", "--max-tokens", "120", "--threads", "1"],
-                            capture_output=True, text=True, timeout=180)
+    greedy = ["--temperature", "0", "--repeat-penalty", "1", "--max-tokens", "120",
+              "--threads", "1"]
+
+    def verso(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "engine", "generate", CATS, *greedy,
+                               *extra], capture_output=True, text=True, timeout=300)
+
+    result = verso()
     assert result.returncode == 0, result.stderr
     assert "[stopped: the model was repeating itself]" in result.stderr
     assert repeated_sentences(result.stdout) == 0
-    off = subprocess.run([sys.executable, "-m", "engine", "generate", CATS, "--temperature",
-                          "0", "--max-tokens", "120", "--threads", "1", "--no-loop-guard"],
-                         capture_output=True, text=True, timeout=180)
+    off = verso("--no-loop-guard")
     assert "repeating itself" not in off.stderr and repeated_sentences(off.stdout) > 3
