@@ -14,6 +14,7 @@ tokens per slot, like Verso's own engine here.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -81,6 +82,7 @@ def run(model: str, document: object, concurrency: int, threads: int, logs: Path
         url = f"http://127.0.0.1:{port}"
         engine = CountingEngine(Endpoint(url, concurrency=concurrency))
         list(engine.load(LoadSettings.remote(ModelRef.remote(url, ""))))
+        load_before = os.getloadavg()[0]
         start = time.perf_counter()
         result = next(e for e in summarize(engine, [document], SummarizeSettings())
                       if isinstance(e, SummaryResult))
@@ -90,6 +92,7 @@ def run(model: str, document: object, concurrency: int, threads: int, logs: Path
         server.terminate()
         server.wait(30)
     return {"concurrency": concurrency, "seconds": seconds, "chunks": len(result.chunks),
+            "load_average": [load_before, os.getloadavg()[0]],
             "generated_tokens": engine.generated, "points": [p.text for p in result.points]}
 
 
@@ -115,7 +118,9 @@ def main() -> None:
             for concurrency in (1, SLOTS):
                 data = run(model, document, concurrency, args.threads, Path(logs))
                 runs.append(data)
-                print(f"  concurrency {concurrency}: {data['seconds']:.1f} s", flush=True)
+                print(f"  concurrency {concurrency}: {data['seconds']:.1f} s (load average "
+                      f"{data['load_average'][0]:.1f} -> {data['load_average'][1]:.1f})",
+                      flush=True)
             ratio = runs[0]["seconds"] / runs[1]["seconds"]
             results.append({"model": Path(model).name, "document_tokens": tokens,
                             "runs": runs, "speedup": ratio})

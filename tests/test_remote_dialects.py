@@ -269,7 +269,7 @@ def test_ollama_raw_completion_and_batches_of_messages(ollama: FakeServer):
 
 def test_ollama_context_check_uses_the_estimate(ollama: FakeServer):
     engine = _loaded(ollama.url, n_ctx=256)
-    history = [ChatMessage("user", "question " * 60), ChatMessage("assistant", "answer " * 60),
+    history = [ChatMessage("user", "question " * 300), ChatMessage("assistant", "answer " * 300),
                ChatMessage("user", "Thanks")]
     refused = list(engine.chat(ChatRequest(tuple(history), SamplingParams(max_tokens=32))))
     assert isinstance(refused[-1], Error) and refused[-1].kind is ErrorKind.CONTEXT_OVERFLOW
