@@ -39,7 +39,12 @@ def run(args: argparse.Namespace, io: Io) -> int:
     from engine.store.jobs import JobStore
     from engine.tasks.glossary import Glossary, load_csv
     from engine.tasks.translate import TranslateSettings, Translation, translate
-    from engine.tasks.translate_export import EXPORT_SUFFIXES, export, to_markdown
+    from engine.tasks.translate_export import (
+        EXPORT_SUFFIXES,
+        export,
+        segment_notes,
+        to_markdown,
+    )
 
     refuse_reproducible(args, "translation")
     if args.output and Path(args.output).suffix.lower() not in EXPORT_SUFFIXES:
@@ -56,9 +61,10 @@ def run(args: argparse.Namespace, io: Io) -> int:
                     source=args.source)
         translation = last_result(translate(engine, document, settings, store=store), io.err)
     assert isinstance(translation, Translation)
-    low = [s.index for s in translation.segments if s.low_confidence]
-    if low:
-        print(f"[low confidence: segments {', '.join(map(str, low))}]", file=io.err)
+    for segment in translation.segments:
+        notes = segment_notes(segment)
+        if notes:
+            print(f"[segment {segment.index + 1} needs review: {' '.join(notes)}]", file=io.err)
     if args.json:
         json.dump(translation.to_json(), io.out, indent=2, ensure_ascii=False, default=str)
         print(file=io.out)

@@ -26,10 +26,9 @@ from engine.tasks.extractive import Extract, extract
 from engine.tasks.jobs import (
     CancelCheck,
     TaskProgress,
-    batch_items,
     job_model,
     model_has_chat,
-    prompt_tokens,
+    prompt_item,
     run_batch,
 )
 from engine.tasks.resume import JobRecipe, make_recipe, sampling_from_json, summary_title
@@ -353,8 +352,9 @@ class _Run:
             yield TaskProgress(stage, len(steps), len(steps), 0.0)
             return
         request = BatchRequest(
-            batch_items([prompt_tokens(self.client, prompts[i], self.chat) for i in todo]),
-            sampling=replace(self.settings.sampling, max_tokens=max_tokens),
+            tuple(prompt_item(self.client, prompts[i], self.chat) for i in todo),
+            sampling=SamplingParams(**{**asdict(self.settings.sampling),
+                                       "max_tokens": max_tokens}),
             n_parallel=self.settings.n_parallel, min_tokens=_MIN_TOKENS)
 
         def on_done(done: SeqDone) -> None:
@@ -458,7 +458,7 @@ class _Run:
         groups: list[list[Note]] = [[]]
         used = 0
         for note in notes:
-            size = len(self.client.tokenize(render_notes([note]))) + 1
+            size = self.client.count_tokens(render_notes([note])) + 1
             if groups[-1] and used + size > budget and len(groups[-1]) >= 2:
                 groups.append([])
                 used = 0
