@@ -14,12 +14,22 @@ from PySide6.QtWidgets import QApplication
 
 def main(argv: list[str] | None = None) -> int:
     multiprocessing.freeze_support()
+    from engine import safe_versions
+
+    if found := safe_versions.problems():
+        print(safe_versions.refusal(found), file=sys.stderr)
+        return 1
     if "--self-test" in (sys.argv if argv is None else argv)[1:]:
         from app.selftest import run_self_test  # offscreen, temp data folder; see there
 
         return run_self_test()
     logging.basicConfig(level=logging.INFO if "--verbose" in (argv or sys.argv) else
                         logging.WARNING, format="verso %(levelname)s %(name)s: %(message)s")
+    from app.platform_check import check
+
+    if (problem := check()) is not None:
+        print(problem, file=sys.stderr)
+        return 1
     QCoreApplication.setApplicationName("Verso")
     QCoreApplication.setOrganizationName("Verso")
     app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv)

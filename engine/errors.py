@@ -35,14 +35,21 @@ class InsufficientMemoryError(ModelFileError):
 
 
 class ContextOverflowError(VersoError):
-    kind = ErrorKind.CONTEXT_OVERFLOW
+    """``remedy`` is what the user can do here: dropping turns is only offered for a chat
+    that refuses overflow, and is no help once every older turn is gone or in completion."""
 
-    def __init__(self, prompt_tokens: int, limit: int) -> None:
+    kind = ErrorKind.CONTEXT_OVERFLOW
+    CHAT_REMEDY = ("Shorten it, start a new conversation, raise the context size, or let "
+                   "Verso drop the oldest turns.")
+    NOTHING_LEFT_TO_DROP = ("Every older turn is already dropped: shorten the last message or "
+                            "the system prompt, or raise the context size.")
+    DEFAULT_REMEDY = "Shorten it or raise the context size."
+
+    def __init__(self, prompt_tokens: int, limit: int, remedy: str = DEFAULT_REMEDY) -> None:
         over = prompt_tokens - limit
         super().__init__(
             f"The prompt needs {prompt_tokens} tokens but only {limit} fit in the context "
-            f"({over} tokens over). Shorten it, start a new conversation, raise the context "
-            f"size, or let Verso drop the oldest turns."
+            f"({over} tokens over). {remedy}"
         )
         self.prompt_tokens = prompt_tokens
         self.limit = limit

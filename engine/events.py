@@ -48,6 +48,10 @@ class ErrorKind(StrEnum):
     BAD_REQUEST = "bad_request"  # invalid parameters (e.g. a malformed grammar)
     DOCUMENT_INVALID = "document_invalid"  # a document that cannot be read (see DocumentError)
     UNSUPPORTED = "unsupported"  # the backend lacks a capability the request needs
+    SERVER_UNREACHABLE = "server_unreachable"  # no answer: refused, DNS, TLS, timeout, dropped
+    AUTH_FAILED = "auth_failed"  # the server refused the API key (HTTP 401/403)
+    SERVER_BUSY = "server_busy"  # HTTP 429, or still generating after a stop
+    SERVER_ERROR = "server_error"  # HTTP 404/5xx, or a reply that is not what the API says
     INTERNAL = "internal"
 
 
@@ -101,6 +105,7 @@ class ModelLoaded:
     has_chat_template: bool
     gpu_layers: int
     load_seconds: float
+    chat_template_problem: str = ""  # why the model's own chat template is not used
 
     @property
     def local_path(self) -> str | None:

@@ -18,6 +18,8 @@ import tempfile
 import threading
 from collections.abc import Iterator
 
+from engine import native_log
+
 _lock = threading.Lock()
 _log_lines: list[str] = []
 _log_callback = None  # kept referenced: llama.cpp holds a pointer to it
@@ -38,7 +40,6 @@ def _collecting_callback():
 def _native_messages() -> Iterator[list[str]]:
     """Collect what llama.cpp writes meanwhile: fd 2 first, then its log lines."""
     import llama_cpp
-    from llama_cpp import _logger
 
     messages: list[str] = []
     with _lock, tempfile.TemporaryFile() as sink:
@@ -52,7 +53,7 @@ def _native_messages() -> Iterator[list[str]]:
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-            llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+            llama_cpp.llama_log_set(native_log.callback(), ctypes.c_void_p(0))
             sink.seek(0)
             messages.append(sink.read().decode("utf-8", errors="replace"))
             messages.extend(_log_lines)

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+from engine.model_ref import ModelRef
+
 
 def _opt(default: Any, *, lo: float | None = None, hi: float | None = None, help: str = "",
          step: float | None = None, escaped: bool = False) -> Any:
@@ -130,7 +132,9 @@ class LoadSettings:
     """How to load a model. Flash attention is off by default: measured on 2 x86 cores it
     evaluated prompts ~30 % slower (87 tokens at position 1,000: 714 vs 453 ms) at the same
     generation speed; it saves memory at long contexts. ``n_ctx=0`` means the model's trained
-    context, capped at ``DEFAULT_CTX_CAP``; thread counts of 0 mean all physical cores."""
+    context, capped at ``DEFAULT_CTX_CAP``; thread counts of 0 mean all physical cores.
+    A model on a server is named by ``model`` (``ModelRef.remote``) with an empty ``path``;
+    the server ignores the thread, GPU and KV settings."""
 
     path: str
     n_ctx: int = 0
@@ -141,6 +145,11 @@ class LoadSettings:
     kv_type: KVType = KVType.F16
     n_batch: int = 512
     check_memory: bool = True
+    model: ModelRef | None = None
+
+    @classmethod
+    def remote(cls, ref: ModelRef, n_ctx: int = 0) -> LoadSettings:
+        return cls(path="", n_ctx=n_ctx, model=ref)
 
     def validate(self) -> list[str]:
         """Problems with the values, as sentences; empty when valid. Thread counts above the
@@ -177,6 +186,7 @@ class ChatRequest:
     session_id: str = "default"
     policy: ContextPolicy = ContextPolicy.REFUSE
     continue_last: bool = False  # continue the final assistant message instead of a new turn
+    json_schema: str | None = None  # the schema ``sampling.grammar`` was compiled from, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,12 +197,19 @@ class CompletionRequest:
     add_bos: bool = True
     forced_prefix_tokens: tuple[int, ...] = ()  # appended after the prompt before sampling
     echo_forced: bool = False  # stream the forced tokens as Token events; Done.text has them
+    json_schema: str | None = None  # the schema ``sampling.grammar`` was compiled from, if any
 
 
 @dataclass(frozen=True, slots=True)
 class BatchItem:
+    """One prompt of a batch: its tokens, or, for a backend without exact tokenization
+    (``Feature.EXACT_TOKENS`` absent, e.g. a server that only takes text), the prompt as one
+    conversation (``messages``, sent to its chat endpoint) or as raw ``text``."""
+
     tokens: tuple[int, ...]  # the whole prompt, BOS included if wanted
     required: tuple[str, ...] = ()  # texts the output must contain
+    messages: tuple[ChatMessage, ...] = ()
+    text: str = ""
 
 
 @dataclass(frozen=True, slots=True)

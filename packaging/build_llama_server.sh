@@ -18,9 +18,10 @@ fi
 src="$PWD/llama_cpp_python-$version/vendor/llama.cpp"
 # No network at build time (no curl, no prebuilt web UI), no OpenSSL; CMAKE_ARGS carries the
 # Makefile's compiler flags (AMX left out on x86-64).
-# shellcheck disable=SC2086
+# CMAKE_ARGS is a shell-quoted string (as pip's builds read it): split it the shell's way.
+eval "extra=(${CMAKE_ARGS:-})"
 cmake -S "$src" -B build -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
   -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-  ${CMAKE_ARGS:-} > configure.log
+  "${extra[@]}" > configure.log
 cmake --build build -j"$(nproc 2>/dev/null || echo 2)" --target llama-server llama-bench > build.log
 build/bin/llama-server --version

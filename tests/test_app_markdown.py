@@ -169,3 +169,22 @@ def test_unclosed_fence_at_end_and_closing_without_newline(qtbot):
     body.finish()
     (block,) = body.code_blocks()
     assert block.code() == "let a = 1;"
+
+
+@pytest.mark.parametrize("line", ["word " * 6000, "x" * 30000], ids=["spaces", "unbroken"])
+def test_one_long_streamed_line_is_laid_out_in_bounded_blocks(qtbot, line):
+    """Qt re-lays out a whole text block per insert: the live tail never grows one block
+    without bound, and the finished reply is the text as streamed."""
+    body = MarkdownBody()
+    qtbot.addWidget(body)
+    body.begin_stream()
+    for index in range(0, len(line), 7):
+        body.feed(line[index:index + 7])
+    segment = body.segments()[0]
+    document = segment.document()
+    lengths = [document.findBlockByNumber(i).length() for i in range(document.blockCount())]
+    assert max(lengths) <= markdown_view.TAIL_BLOCK_CHARS + 1
+    assert document.toPlainText().replace("\u2029", "").replace("\n", "") == line
+    body.finish()
+    assert body.text() == line
+    assert body.segments()[0].document().toPlainText() == line.strip()

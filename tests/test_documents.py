@@ -712,3 +712,52 @@ def test_pasted_text():
     with pytest.raises(DocumentError) as caught:
         document_from_text("  \n\n ")
     assert caught.value.problem is DocumentProblem.EMPTY
+
+
+def _rewrite_part(source: Path, target: Path, part: str, data: bytes) -> Path:
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w",
+                                                         zipfile.ZIP_DEFLATED) as new:
+        for info in old.infolist():
+            new.writestr(info, data if info.filename == part else old.read(info.filename))
+    return target
+
+
+BILLION_LAUGHS = b"""<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<!DOCTYPE w:document [
+ <!ENTITY a "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa">
+ <!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">
+ <!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">
+ <!ENTITY d "&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;">
+]>
+<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">
+<w:body><w:p><w:r><w:t>&d;&d;&d;&d;&d;&d;&d;&d;</w:t></w:r></w:p></w:body></w:document>"""
+
+
+@pytest.mark.parametrize("codec", ["utf-8", "utf-16"])
+def test_docx_with_a_doctype_is_refused_before_parsing(notes_docx: Path, tmp_path: Path,
+                                                       codec: str):
+    data = BILLION_LAUGHS if codec == "utf-8" else BILLION_LAUGHS.decode().replace(
+        'encoding="UTF-8"', 'encoding="UTF-16"').encode("utf-16")
+    bomb = _rewrite_part(notes_docx, tmp_path / "laughs.docx", "word/document.xml", data)
+    with pytest.raises(DocumentError) as info:
+        parse_file(bomb)
+    assert info.value.problem is DocumentProblem.CORRUPT
+    assert "DOCTYPE" in str(info.value) and "word/document.xml" in str(info.value)
+
+
+def test_docx_xml_part_over_the_limit_is_refused_as_it_inflates(notes_docx: Path,
+                                                                tmp_path: Path):
+    import random
+
+    rng = random.Random(3)  # not very compressible: passes the ratio check
+    words = " ".join("".join(rng.choice("abcdefghij") for _ in range(6)) for _ in range(400_000))
+    xml = (b'<?xml version="1.0"?><w:document xmlns:w="http://schemas.openxmlformats.org/'
+           b'wordprocessingml/2006/main"><w:body><w:p><w:r><w:t>' + words.encode()
+           + b"</w:t></w:r></w:p></w:body></w:document>")
+    big = _rewrite_part(notes_docx, tmp_path / "big.docx", "word/document.xml", xml)
+    limits = Limits(max_docx_xml_bytes=1_000_000)
+    with pytest.raises(DocumentError) as info:
+        parse_file(big, limits)
+    assert info.value.problem is DocumentProblem.TOO_LARGE
+    assert "word/document.xml" in str(info.value) and "per part" in str(info.value)
+    assert parse_file(big).blocks  # under the default limit it reads

@@ -163,6 +163,15 @@ def test_prompt_too_long_is_refused_with_the_overflow(smol_path):
             chat(rt, [long], max_tokens=16)
         assert info.value.over > 0
         assert f"{info.value.over} tokens over" in str(info.value)
+        assert "drop the oldest turns" in str(info.value)  # the policy that would help
+        with pytest.raises(ContextOverflowError) as info:
+            chat(rt, [long], policy=ContextPolicy.DROP_OLDEST, max_tokens=16)
+        assert "drop the oldest" not in str(info.value)
+        assert "Every older turn is already dropped" in str(info.value)
+        with pytest.raises(ContextOverflowError) as info:
+            list(rt.complete(CompletionRequest("word " * 400, replace(GREEDY, max_tokens=16)),
+                             NEVER))
+        assert "turn" not in str(info.value) and "raise the context size" in str(info.value)
     finally:
         rt.unload()
 

@@ -664,3 +664,105 @@ def test_disk_full_raises_store_error_and_writes_nothing(store: ConversationStor
     store.add_message(conv.id, "assistant", "y" * 2_000_000)  # usable again
     assert len(store.thread(conv.id)) == 2
     fts_in_sync(store.path)
+
+
+# Lock time -------------------------------------------------------------------------------
+
+
+def _big_export(store: ConversationStore, messages: int) -> dict[str, Any]:
+    conv = store.create_conversation("big")
+    store.add_message(conv.id, "user", "seed")
+    export = store.export_json(conv.id)
+    template = export["messages"][0]
+    export["messages"] = [
+        {**template, "id": f"m{i}", "parent_id": f"m{i - 1}" if i else None,
+         "content": f"message {i} " + "lorem ipsum dolor " * 40}
+        for i in range(messages)
+    ]
+    export["conversation"]["current_leaf_id"] = f"m{messages - 1}"
+    return export
+
+
+def test_a_large_import_does_not_lock_out_another_writer(home: Path) -> None:
+    """Another process's save waits at most for one import batch, not the whole import."""
+    importer = ConversationStore(paths.database_path())
+    other = ConversationStore(paths.database_path())
+    export = _big_export(importer, 30_000)
+    conv = other.create_conversation("typing while it imports")
+    other._conn.execute("PRAGMA busy_timeout = 2000")  # stricter than Verso's 5 s
+    done = threading.Event()
+    failures: list[Exception] = []
+
+    def run_import() -> None:
+        try:
+            importer.import_json(export)
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=run_import)
+    worker.start()
+    saved = 0
+    while not done.is_set():
+        try:
+            other.add_message(conv.id, "user", f"note {saved}")
+            saved += 1
+        except StoreError as exc:
+            failures.append(exc)
+    worker.join()
+    assert not failures, failures[0]
+    assert saved > 0
+    imported = [c for c in other.list_conversations() if c.title == "big"]
+    assert sorted(len(other.thread(c.id)) for c in imported) == [1, 30_000]
+    importer.close()
+    other.close()
+
+
+def test_an_import_that_fails_half_way_leaves_nothing(store: ConversationStore,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.store import conversations
+
+    export = _big_export(store, 2_000)
+    before = {c.id for c in store.list_conversations(include_deleted=True)}
+    monkeypatch.setattr(conversations, "IMPORT_BATCH_ROWS", 100)
+    batches = iter(range(1000))
+    real = conversations._import_batches
+
+    def failing(rows):
+        for batch in real(rows):
+            if next(batches) == 5:
+                raise StoreError("The disk is full (injected)")
+            yield batch
+
+    monkeypatch.setattr(conversations, "_import_batches", failing)
+    with pytest.raises(StoreError):
+        store.import_json(export)
+    assert {c.id for c in store.list_conversations(include_deleted=True)} == before
+    with raw(store.path) as conn:
+        assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 1
+
+
+def test_an_import_commits_in_short_transactions(store: ConversationStore) -> None:
+    from engine.store import conversations
+
+    export = _big_export(store, 3_000)
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    store.import_json(export)
+    store._conn.set_trace_callback(None)
+    # hidden conversation row, one transaction per batch of messages, then shown
+    batches = -(-3_000 // conversations.IMPORT_BATCH_ROWS)
+    assert statements.count("BEGIN IMMEDIATE") == statements.count("COMMIT") == batches + 2
+
+
+def test_a_full_disk_while_saving_a_summary_step_names_what_was_lost(home: Path) -> None:
+    from engine.store.jobs import JobStore
+
+    with JobStore() as jobs:
+        job = jobs.open_job("summarize", "hash", {})
+        pages = jobs._conn.execute("PRAGMA page_count").fetchone()[0]
+        jobs._conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+        with pytest.raises(StoreError) as info:
+            jobs.save_step(job.id, "map:0", {"notes": "n" * 2_000_000})
+    assert "disk is full" in str(info.value)
+    assert "summaries and translations" in str(info.value)
+    assert "chat history" not in str(info.value)

@@ -774,7 +774,7 @@ class WorkbenchPanel(QWidget):
             kv_type = KVType(self._settings().kv_type)
         except ValueError:
             kv_type = KVType.F16
-        self.model_view.set_model(info, loaded.n_ctx, kv_type)
+        self.model_view.set_model(info, loaded.n_ctx, kv_type, loaded.gpu_layers)
 
     # -------------------------------------------------------------- attention
 

@@ -36,7 +36,23 @@ from app.markdown_stream import Append, BlockSplitter, CloseCode, CommitBlock, O
 from app.widgets.safe_text import MARKDOWN_FEATURES, SafeTextBrowser
 
 SEGMENT_CHARS = 4000
+# The live tail is split into text blocks of at most this many characters: Qt lays out a
+# whole block on every insert, so one unbroken streamed line would cost more per token as it
+# grows (4.8 ms per append at 32K characters, 22 ms at 131K, measured before the split).
+TAIL_BLOCK_CHARS = 1000
 _CONTINUATION = re.compile(r"^(\s|[-*+>|]|\d+[.)]\s)")
+
+
+_TAIL_CONTINUATION = QTextBlockFormat()
+_TAIL_CONTINUATION.setTopMargin(0)
+_TAIL_CONTINUATION.setBottomMargin(0)
+
+
+def _tail_cut(text: str, room: int) -> int:
+    """Where to end the current tail block: after the last space that fits, else at ``room``
+    (a line without spaces is cut anywhere; the finished reply is rendered without cuts)."""
+    space = text.rfind(" ", 0, room)
+    return space + 1 if space >= room // 2 else room
 
 
 class TextSegment(SafeTextBrowser):
@@ -56,7 +72,16 @@ class TextSegment(SafeTextBrowser):
             if not self.document().isEmpty():
                 cursor.insertBlock(QTextBlockFormat(), QTextCharFormat())
             self._tail_start = cursor.position()
-        cursor.insertText(text, QTextCharFormat())
+        while text:
+            room = TAIL_BLOCK_CHARS - (cursor.position() - cursor.block().position())
+            if len(text) <= room:
+                cursor.insertText(text, QTextCharFormat())
+                return
+            cut = _tail_cut(text, max(room, 0))
+            if cut:
+                cursor.insertText(text[:cut], QTextCharFormat())
+            cursor.insertBlock(_TAIL_CONTINUATION, QTextCharFormat())
+            text = text[cut:]
 
     def clear_tail(self) -> None:
         if self._tail_start is None:

@@ -103,7 +103,8 @@ def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
 def add_load_flags(parser: argparse.ArgumentParser, reproducible: bool = True) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("-m", "--model", default="default",
-                       help="Model: 'default', a catalog name, or a path to a .gguf file.")
+                       help="Model: 'default', a catalog name, or a path to a .gguf file; "
+                            "with --endpoint, a model id on that server (default: its first).")
     group.add_argument("--n-ctx", type=int, default=0,
                        help="Context size in tokens (0: the model's, capped at 8192).")
     group.add_argument("--threads", type=int, default=0, help="Threads (0: physical cores).")
@@ -124,6 +125,9 @@ def add_load_flags(parser: argparse.ArgumentParser, reproducible: bool = True) -
     group.add_argument("--context-policy", choices=[c.value for c in ContextPolicy],
                        default="refuse",
                        help="When the prompt does not fit: refuse, or drop the oldest turns.")
+    from engine.cli.remote_flags import add_remote_flags
+
+    add_remote_flags(group)
 
 
 def sampling_from(args: argparse.Namespace, base: SamplingParams) -> SamplingParams:
@@ -149,6 +153,10 @@ def load_settings(args: argparse.Namespace) -> LoadSettings:
     """The load settings the flags ask for, checked before any engine starts."""
     from engine.catalog import resolve_model
 
+    if getattr(args, "endpoint", None):
+        from engine.cli.remote_flags import remote_load_settings, resolve_endpoint
+
+        return remote_load_settings(args, resolve_endpoint(args)[0])
     try:
         path = resolve_model(args.model)
     except VersoError as exc:
@@ -162,7 +170,17 @@ def load_settings(args: argparse.Namespace) -> LoadSettings:
     problems = settings.validate()
     if problems:
         raise CliError("invalid model settings: " + "; ".join(problems), EXIT_USAGE)
+    if settings.n_gpu_layers and not _gpu_offload():
+        raise CliError(f"--gpu-layers {settings.n_gpu_layers}: this build of llama.cpp runs on "
+                       "the CPU only, so no layers can be offloaded (leave the flag out, or "
+                       "see \"Building with a GPU\" in the README)", EXIT_USAGE)
     return settings
+
+
+def _gpu_offload() -> bool:
+    from engine.build_info import build_info
+
+    return build_info().gpu_offload
 
 
 # ------------------------------------------------------------------ input
@@ -200,7 +218,14 @@ def read_file(path: str, what: str) -> str:
 
 @contextlib.contextmanager
 def open_engine(args: argparse.Namespace, io: Io) -> Iterator[Engine]:
-    engine = io.engine_factory(bool(getattr(args, "reproducible", False)))
+    """The engine a command runs on: Verso's own, or a server's (``--endpoint``)."""
+    engine: Engine
+    if getattr(args, "endpoint", None):
+        from engine.cli.remote_flags import open_remote
+
+        engine = open_remote(args)
+    else:
+        engine = io.engine_factory(bool(getattr(args, "reproducible", False)))
     try:
         yield engine
     finally:
@@ -231,6 +256,9 @@ def load(engine: Engine, settings: LoadSettings, err: TextIO, quiet: bool = Fals
             if not quiet:
                 print(f"[loaded {event.name}: n_ctx {event.n_ctx}, {event.load_seconds:.2f} s]",
                       file=err)
+            if event.chat_template_problem:  # shown even when quiet: it changes the prompt
+                print(f"note: chat prompts use the built-in ChatML format: "
+                      f"{event.chat_template_problem}", file=err)
             return event
     raise CliError("the engine did not report a loaded model")
 

@@ -33,7 +33,10 @@ def refuse_reproducible(args: argparse.Namespace, what: str) -> None:
 def read_documents(paths: Iterable[str]) -> list[Document]:
     documents = []
     for path in paths:
-        if not Path(path).is_file():
+        if Path(path).is_dir():
+            raise CliError(f"{path} is a folder: give the documents in it by name "
+                           f"(e.g. {Path(path) / '*.pdf'})", EXIT_USAGE)
+        if not Path(path).exists():
             raise CliError(f"no such file: {path}", EXIT_USAGE)
         documents.append(load_document(path))
     return documents

@@ -114,7 +114,9 @@ def _constraints_from(args: argparse.Namespace) -> Constraints:
 
 def _needed_features(args: argparse.Namespace, constraints: Constraints) -> list[Feature]:
     needed = []
-    if constraints.grammar or constraints.json_schema or constraints.choices:
+    if constraints.json_schema:
+        needed.append(Feature.JSON_SCHEMA)
+    elif constraints.grammar or constraints.choices:
         needed.append(Feature.GRAMMAR)
     if constraints.ban:
         needed.append(Feature.BAN_PHRASES)
@@ -137,6 +139,9 @@ def run(args: argparse.Namespace, io: Io) -> int:
     from engine.tasks.constraints import client_tokenizer
 
     prompt = read_stream(io.stdin, "standard input") if args.prompt == "-" else args.prompt
+    if args.context_policy != ContextPolicy.REFUSE and not args.chat:
+        raise CliError("--context-policy applies to chat prompts (--chat): a plain completion "
+                       "has no turns to drop", EXIT_USAGE)
     settings = load_settings(args)
     if args.logprobs is not None:
         args.n_probs = args.logprobs
@@ -149,14 +154,17 @@ def run(args: argparse.Namespace, io: Io) -> int:
         require_sampling(engine.capabilities, sampling)
         load(engine, settings, io.err, quiet=True)
         sampling = constraints.apply(sampling, client_tokenizer(engine))
+        schema = (constraints.json_schema if isinstance(constraints.json_schema, str | None)
+                  else json.dumps(constraints.json_schema))
         if args.chat:
             messages = [ChatMessage("user", prompt)]
             if args.system:
                 messages.insert(0, ChatMessage("system", args.system))
             events: Iterator[Event] = engine.chat(ChatRequest(
-                tuple(messages), sampling, policy=ContextPolicy(args.context_policy)))
+                tuple(messages), sampling, policy=ContextPolicy(args.context_policy),
+                json_schema=schema))
         else:
-            events = engine.complete(CompletionRequest(prompt, sampling))
+            events = engine.complete(CompletionRequest(prompt, sampling, json_schema=schema))
         # Undone text cannot be taken back from a file or a pipe: print it when complete.
         streaming = not args.json and not sampling.ban_phrases and (
             not sampling.loop_guard or _is_terminal(io.out))

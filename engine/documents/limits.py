@@ -21,10 +21,16 @@ class Limits:
     max_bytes: int = DEFAULT_MAX_BYTES  # the file on disk
     max_pages: int = DEFAULT_MAX_PAGES
     max_chars: int = DEFAULT_MAX_CHARS  # extracted text
-    max_html_bytes: int = 50 * MB  # markup is parsed in memory; text beyond this is rare
+    # Markup is parsed in memory: a 50 MB one-line page peaked at 999 MB against the 1 GB
+    # cap, 20 MB stays near 400 MB. Pages beyond this are rare.
+    max_html_bytes: int = 20 * MB
     max_unpacked_bytes: int = 256 * MB  # a .docx's entries, uncompressed, together
     max_compression_ratio: float = 100.0  # per .docx entry; real ones stay below about 30
     max_archive_entries: int = 10_000
+    # One XML part of a .docx, uncompressed: python-docx parses it into an lxml tree of about
+    # 3.5x its size, so this keeps the parse far below the loader's memory cap. A 1,000-page
+    # Word document's document.xml is about 15 MB.
+    max_docx_xml_bytes: int = 48 * MB
 
     def __post_init__(self) -> None:
         for name in ("max_bytes", "max_pages", "max_chars", "max_html_bytes"):

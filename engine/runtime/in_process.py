@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 
+from engine import native_log
 from engine.api import LOCAL_CAPABILITIES, Capabilities
 from engine.events import AttentionMap, Event, ModelLoaded, RenderedChat
 from engine.options import (
@@ -22,6 +23,7 @@ from engine.runtime.runtime import Runtime
 
 class InProcessEngine:
     def __init__(self, runtime: Runtime | None = None) -> None:
+        native_log.route()
         self.runtime = runtime or Runtime()
         self._cancel = threading.Event()
 

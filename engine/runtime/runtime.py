@@ -24,11 +24,15 @@ import random
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from engine import native_log
 from engine.catalog import validate_model_file
+from engine.chat_template import ChatTemplate, RenderedPrompt
+from engine.context_policy import oldest_turn
 from engine.errors import BadRequestError, Cancelled, ContextOverflowError, VersoError
 from engine.events import (
     AttentionMap,
@@ -60,7 +64,7 @@ from engine.options import (
     prompt_limit,
 )
 from engine.runtime.attention import AttentionCapture
-from engine.runtime.chat_template import ChatTemplate, RenderedPrompt
+from engine.runtime.disk_snapshots import DEFAULT_DISK_BUDGET, DiskSnapshots, SnapshotKey
 from engine.runtime.llama_plumbing import (
     AbortSwitch,
     CancelCheck,
@@ -150,7 +154,11 @@ class _Output:
 
 class Runtime:
     def __init__(self, snapshot_budget_bytes: int = DEFAULT_SNAPSHOT_BUDGET,
-                 reuse_kv: bool = True, batch_invariant: bool = False) -> None:
+                 reuse_kv: bool = True, batch_invariant: bool = False,
+                 snapshot_dir: Path | None = None,
+                 disk_budget_bytes: int = DEFAULT_DISK_BUDGET) -> None:
+        """``snapshot_dir``: keep conversations' KV snapshots there too, so they stay warm
+        across restarts (``engine.runtime.disk_snapshots``)."""
         self._llama: Any = None  # llama_cpp.Llama; Any because its private
         # ctypes members (ctx, _batch, _model) are passed to raw llama.cpp calls unchecked
         self._settings: LoadSettings | None = None
@@ -160,6 +168,9 @@ class Runtime:
         self.batch_invariant = batch_invariant
         self._kv_batched = 0  # leading KV entries computed in batches of two or more tokens
         self.snapshots = SnapshotCache(snapshot_budget_bytes)
+        self._snapshot_dir = snapshot_dir
+        self._disk_budget = disk_budget_bytes
+        self._disk: DiskSnapshots | None = None
         self._session: str | None = None
         self._kv_tokens: list[int] = []
         self._history: dict[str, SessionHistory] = {}
@@ -192,6 +203,7 @@ class Runtime:
         n_ctx = settings.n_ctx or min(info.context_length or DEFAULT_CTX_CAP, DEFAULT_CTX_CAP)
         threads, threads_batch = thread_counts(settings)
         kv = ggml_kv_type(settings.kv_type)
+        native_log.clear_errors()
         try:
             self._llama = llama_cpp.Llama(
                 model_path=str(settings.path),
@@ -208,8 +220,9 @@ class Runtime:
             )
         except (ValueError, RuntimeError, OSError) as exc:
             raise VersoError(
-                f"{settings.path}: llama.cpp could not load this model ({exc}). "
-                "The file may be corrupt or made for a newer llama.cpp.",
+                f"{settings.path}: llama.cpp could not load this model "
+                f"({_load_failure(exc)}). The file may be corrupt or made for a newer "
+                "llama.cpp.",
                 ErrorKind.MODEL_INVALID,
             ) from exc
         llm = self._llama
@@ -232,11 +245,35 @@ class Runtime:
             has_chat_template=self._template.source == "model",
             gpu_layers=settings.n_gpu_layers if llama_cpp.llama_supports_gpu_offload() else 0,
             load_seconds=time.perf_counter() - start,
+            chat_template_problem=self._template.problem,
         )
+        if self._template.problem:
+            log.warning("%s: using ChatML instead of the model's chat template: %s",
+                        settings.path, self._template.problem)
+        if self._snapshot_dir is not None:
+            self._disk = DiskSnapshots(self._snapshot_dir, self._snapshot_key(settings),
+                                       self._disk_budget)
         yield Progress("load", 1, 1)
         yield self._loaded
 
+    def _snapshot_key(self, settings: LoadSettings) -> SnapshotKey:
+        from engine.build_info import build_info
+
+        llm = self._require_model()
+        info = build_info()
+        assert self._loaded is not None
+        return SnapshotKey(
+            model_sha256=self._loaded.ref.sha256, n_ctx=llm.n_ctx(),
+            kv_type=str(settings.kv_type), flash_attn=settings.flash_attn,
+            n_gpu_layers=self._loaded.gpu_layers, n_batch=llm.n_batch,
+            llama_build=f"{info.llama_cpp_python} {info.ggml_version} {info.ggml_commit}")
+
     def unload(self) -> None:
+        if self._disk is not None:
+            if self._llama is not None and self._session is not None and self._kv_tokens:
+                self._disk.save(self._session, self._capture())
+            self._disk.close()
+            self._disk = None
         if self._attention is not None:  # its context lives on the model: free it first
             self._attention.close()
             self._attention = None
@@ -359,10 +396,11 @@ class Runtime:
             if len(tokens) <= limit:
                 break
             if request.policy is not ContextPolicy.DROP_OLDEST:
-                raise ContextOverflowError(len(tokens), limit)
-            drop = _oldest_turn(messages)
+                raise ContextOverflowError(len(tokens), limit, ContextOverflowError.CHAT_REMEDY)
+            drop = oldest_turn(messages)
             if drop is None:
-                raise ContextOverflowError(len(tokens), limit)
+                raise ContextOverflowError(len(tokens), limit,
+                                           ContextOverflowError.NOTHING_LEFT_TO_DROP)
             before = len(tokens)
             for index in reversed(drop):
                 del messages[index]
@@ -483,18 +521,15 @@ class Runtime:
             return False
         llm = self._require_model()
         if self._session is not None and self._kv_tokens:
-            size = llama_cpp.llama_state_seq_get_size(llm.ctx, 0)
-            buffer = (ctypes.c_uint8 * size)()
-            written = llama_cpp.llama_state_seq_get_data(llm.ctx, buffer, size, 0)
-            self.snapshots.put(self._session, Snapshot(
-                kv_tokens=tuple(self._kv_tokens),
-                state=bytes(buffer)[:written],
-                history=self._history.get(self._session, SessionHistory()),
-                kv_batched=self._kv_batched,
-            ))
+            outgoing = self._capture()
+            self.snapshots.put(self._session, outgoing)
+            if self._disk is not None:
+                self._disk.save(self._session, outgoing)
         self._clear_kv()
         self._session = session_id
         snapshot = self.snapshots.take(session_id)
+        if snapshot is None and self._disk is not None:
+            snapshot = self._disk.load(session_id)
         if snapshot is None:
             return False
         buffer = (ctypes.c_uint8 * len(snapshot.state)).from_buffer_copy(snapshot.state)
@@ -507,8 +542,26 @@ class Runtime:
         self._history[session_id] = snapshot.history
         return True
 
+    def _capture(self) -> Snapshot:
+        """The current session's KV state and what is known to be in it."""
+        import llama_cpp
+
+        llm = self._require_model()
+        size = llama_cpp.llama_state_seq_get_size(llm.ctx, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(llm.ctx, buffer, size, 0)
+        assert self._session is not None
+        return Snapshot(
+            kv_tokens=tuple(self._kv_tokens),
+            state=bytes(buffer)[:written],
+            history=self._history.get(self._session, SessionHistory()),
+            kv_batched=self._kv_batched,
+        )
+
     def forget_session(self, session_id: str) -> None:
         self.snapshots.drop(session_id)
+        if self._disk is not None:
+            self._disk.drop(session_id)
         self._history.pop(session_id, None)
         if session_id == self._session:
             self._clear_kv()
@@ -861,16 +914,12 @@ class Runtime:
         )
 
 
-def _oldest_turn(messages: list[ChatMessage]) -> list[int] | None:
-    """Indices of the oldest user turn and the replies that follow it, never the system
-    prompt and never the final message."""
-    first = next((i for i, m in enumerate(messages) if m.role != "system"), None)
-    if first is None or first >= len(messages) - 1:
-        return None
-    end = first + 1
-    while end < len(messages) - 1 and messages[end].role != "user":
-        end += 1
-    return list(range(first, end))
+def _load_failure(exc: BaseException) -> str:
+    """llama.cpp's own reason for a failed load ("error loading model vocabulary: ..."),
+    read from its log lines; llama-cpp-python's exception only says that it failed."""
+    reasons = [line.split("error loading model", 1)[-1].lstrip(": ")
+               for line in native_log.recent_errors() if "error loading model" in line]
+    return reasons[-1] if reasons else str(exc)
 
 
 def error_event(exc: BaseException, partial_text: str = "") -> Error:

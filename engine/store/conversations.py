@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,23 @@ _MESSAGE_COLUMNS = (
 )  # fmt: skip
 _SNIPPET_TOKENS = 12
 INTERRUPTED_ERROR = "Verso closed before this reply was finished."
+
+
+IMPORT_BATCH_ROWS = 500
+IMPORT_BATCH_CHARS = 2_000_000  # message text per import transaction
+
+
+def _import_batches(rows: list[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]:
+    batch: list[tuple[Any, ...]] = []
+    chars = 0
+    for row in rows:
+        batch.append(row)
+        chars += len(row[4] or "")
+        if len(batch) >= IMPORT_BATCH_ROWS or chars >= IMPORT_BATCH_CHARS:
+            yield batch
+            batch, chars = [], 0
+    if batch:
+        yield batch
 
 
 def _columns(alias: str) -> str:
@@ -544,19 +561,37 @@ class ConversationStore:
              m.model, m.created_at, m.updated_at)
             for m in imported.messages
         ]  # fmt: skip
+        # Written hidden (soft-deleted) in short transactions, then shown in one: a large
+        # import never holds the write lock for seconds (another process's save would wait
+        # and fail), and a failed one leaves nothing visible.
         with self._write() as conn:
             conn.execute(
                 f"INSERT INTO conversations ({_CONVERSATION_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-                conversation_row,
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*conversation_row, self._clock()),
             )
-            conn.executemany(
-                f"INSERT INTO messages ({', '.join(_MESSAGE_COLUMNS)}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                message_rows,
-            )
-            row = conn.execute(
-                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = ?",
-                (conversation_id,),
-            ).fetchone()
+        try:
+            for batch in _import_batches(message_rows):
+                started = time.monotonic()
+                with self._write() as conn:
+                    conn.executemany(
+                        f"INSERT INTO messages ({', '.join(_MESSAGE_COLUMNS)}) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        batch,
+                    )
+                # SQLite's lock is not fair: a writer waiting in its busy handler polls now
+                # and then and would keep missing a lock retaken at once. Leave it a gap.
+                time.sleep(min(0.05, (time.monotonic() - started) / 2))
+            with self._write() as conn:
+                conn.execute("UPDATE conversations SET deleted_at = NULL WHERE id = ?",
+                             (conversation_id,))
+                row = conn.execute(
+                    f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = ?",
+                    (conversation_id,),
+                ).fetchone()
+        except BaseException:
+            # If even this fails, the hidden rows go with purge_deleted.
+            with suppress(db.StoreError), self._write() as conn:
+                conn.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+            raise
         return _conversation(row)

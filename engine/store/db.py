@@ -27,22 +27,24 @@ class StoreError(VersoError):
 
 
 _USER_MESSAGES: dict[int, str] = {
-    sqlite3.SQLITE_FULL: "The disk is full, so the chat history could not be saved. "
+    sqlite3.SQLITE_FULL: "The disk is full, so {what} could not be saved. "
     "Free some disk space and try again.",
-    sqlite3.SQLITE_IOERR: "The chat history could not be read or written (disk I/O error).",
-    sqlite3.SQLITE_READONLY: "The chat history database is read-only.",
-    sqlite3.SQLITE_CANTOPEN: "The chat history database could not be opened.",
-    sqlite3.SQLITE_BUSY: "The chat history database is busy (is Verso running twice?).",
-    sqlite3.SQLITE_LOCKED: "The chat history database is locked.",
-    sqlite3.SQLITE_CORRUPT: "The chat history database is damaged.",
-    sqlite3.SQLITE_NOTADB: "The chat history file is not a Verso database.",
+    sqlite3.SQLITE_IOERR: "{What} could not be read or written (disk I/O error).",
+    sqlite3.SQLITE_READONLY: "The database holding {what} is read-only.",
+    sqlite3.SQLITE_CANTOPEN: "The database holding {what} could not be opened.",
+    sqlite3.SQLITE_BUSY: "The database holding {what} is busy (is Verso running twice?).",
+    sqlite3.SQLITE_LOCKED: "The database holding {what} is locked.",
+    sqlite3.SQLITE_CORRUPT: "The database holding {what} is damaged.",
+    sqlite3.SQLITE_NOTADB: "The file holding {what} is not a Verso database.",
 }
+CHAT_HISTORY = "the chat history"
+JOB_PROGRESS = "the progress of summaries and translations"
 
 
 @contextmanager
-def translate_errors(path: Path | str) -> Iterator[None]:
-    """Turn environmental SQLite failures into ``StoreError``; programming errors (bad SQL,
-    constraint violations) propagate unchanged."""
+def translate_errors(path: Path | str, what: str = CHAT_HISTORY) -> Iterator[None]:
+    """Turn environmental SQLite failures into ``StoreError`` naming ``what`` was being
+    saved; programming errors (bad SQL, constraint violations) propagate unchanged."""
     try:
         yield
     except sqlite3.Error as exc:
@@ -50,7 +52,8 @@ def translate_errors(path: Path | str) -> Iterator[None]:
         message = _USER_MESSAGES.get(code & 0xFF) if isinstance(code, int) else None
         if message is None:
             raise
-        raise StoreError(f"{message} ({path}: {exc})") from exc
+        text = message.format(what=what, What=what[:1].upper() + what[1:])
+        raise StoreError(f"{text} ({path}: {exc})") from exc
 
 
 def connect(path: Path | str) -> sqlite3.Connection:

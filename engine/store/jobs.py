@@ -57,7 +57,7 @@ class JobStore:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._running: dict[str, JobLock] = {}  # jobs this store runs: their OS locks
-        with db.translate_errors(self._path):
+        with db.translate_errors(self._path, db.JOB_PROGRESS):
             self._conn = db.connect(self._path)
             db.migrate(self._conn)
 
@@ -86,7 +86,7 @@ class JobStore:
         """The job for these inputs and settings, created if new; marked running."""
         job_id = content_hash(kind, inputs_hash, settings)
         now = time.time()
-        with self._lock, db.translate_errors(self._path):
+        with self._lock, db.translate_errors(self._path, db.JOB_PROGRESS):
             self._conn.execute(
                 "INSERT INTO jobs (id, kind, inputs_hash, settings_json, status, created_at,"
                 " updated_at) VALUES (?, ?, ?, ?, 'running', ?, ?)"
@@ -105,7 +105,7 @@ class JobStore:
         return job
 
     def get(self, job_id: str) -> Job | None:
-        with self._lock, db.translate_errors(self._path):
+        with self._lock, db.translate_errors(self._path, db.JOB_PROGRESS):
             row = self._conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             return None
@@ -115,20 +115,20 @@ class JobStore:
 
     def latest(self, kind: str) -> Job | None:
         """The most recently updated job of this kind."""
-        with self._lock, db.translate_errors(self._path):
+        with self._lock, db.translate_errors(self._path, db.JOB_PROGRESS):
             row = self._conn.execute("SELECT id FROM jobs WHERE kind = ? ORDER BY updated_at DESC"
                                      " LIMIT 1", (kind,)).fetchone()
         return self.get(row["id"]) if row else None
 
     def steps(self, job_id: str) -> dict[str, Any]:
-        with self._lock, db.translate_errors(self._path):
+        with self._lock, db.translate_errors(self._path, db.JOB_PROGRESS):
             rows = self._conn.execute(
                 "SELECT step, result_json FROM job_steps WHERE job_id = ?", (job_id,)).fetchall()
         return {row["step"]: json.loads(row["result_json"]) for row in rows}
 
     def save_step(self, job_id: str, step: str, result: Any) -> None:
         now = time.time()
-        with self._lock, db.translate_errors(self._path):
+        with self._lock, db.translate_errors(self._path, db.JOB_PROGRESS):
             self._conn.execute(
                 "INSERT OR REPLACE INTO job_steps (job_id, step, result_json, created_at)"
                 " VALUES (?, ?, ?, ?)", (job_id, step, json.dumps(result, ensure_ascii=False), now))
@@ -136,7 +136,7 @@ class JobStore:
 
     def finish(self, job_id: str, status: str, result: Any | None = None) -> None:
         self._release(job_id)
-        with self._lock, db.translate_errors(self._path):
+        with self._lock, db.translate_errors(self._path, db.JOB_PROGRESS):
             self._conn.execute(
                 "UPDATE jobs SET status = ?, result_json = ?, updated_at = ? WHERE id = ?",
                 (status, json.dumps(result, ensure_ascii=False) if result is not None else None,
@@ -145,7 +145,7 @@ class JobStore:
     def record(self, job_id: str, title: str, recipe: dict[str, Any],
                steps_total: int | None = None) -> None:
         """Keep what is needed to run the job again (its title, sources and settings)."""
-        with self._lock, db.translate_errors(self._path):
+        with self._lock, db.translate_errors(self._path, db.JOB_PROGRESS):
             self._conn.execute(
                 "UPDATE jobs SET title = ?, recipe_json = ?,"
                 " steps_total = COALESCE(?, steps_total) WHERE id = ?",
@@ -153,7 +153,7 @@ class JobStore:
                  job_id))
 
     def set_total(self, job_id: str, steps_total: int) -> None:
-        with self._lock, db.translate_errors(self._path):
+        with self._lock, db.translate_errors(self._path, db.JOB_PROGRESS):
             self._conn.execute("UPDATE jobs SET steps_total = ? WHERE id = ?",
                                (steps_total, job_id))
 
@@ -162,7 +162,7 @@ class JobStore:
         newest first. Jobs another process (or another store) is running now are not
         listed; a caller that is running a job itself leaves that one out."""
         where = "j.status != 'done'" + (" AND j.kind = ?" if kind is not None else "")
-        with self._lock, db.translate_errors(self._path):
+        with self._lock, db.translate_errors(self._path, db.JOB_PROGRESS):
             rows = self._conn.execute(
                 "SELECT j.*, (SELECT COUNT(*) FROM job_steps s WHERE s.job_id = j.id)"
                 f" AS steps_done FROM jobs j WHERE {where} ORDER BY j.updated_at DESC",
@@ -177,5 +177,5 @@ class JobStore:
     def delete(self, job_id: str) -> None:
         """The job and its steps."""
         self._release(job_id)
-        with self._lock, db.translate_errors(self._path):
+        with self._lock, db.translate_errors(self._path, db.JOB_PROGRESS):
             self._conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))

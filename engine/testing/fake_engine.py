@@ -40,6 +40,7 @@ from engine.options import (
     ChatMessage,
     ChatRequest,
     CompletionRequest,
+    ContextPolicy,
     LoadSettings,
     prompt_limit,
 )
@@ -48,6 +49,8 @@ FAKE_CAPABILITIES = Capabilities("the fake engine")
 _PIECE = re.compile(r"\s*\S+|\s+")
 Responder = Callable[[str], str]
 """Prompt text -> reply text."""
+Scorer = Callable[[str, str], float]
+"""(prompt text, continuation text) -> the continuation's log-probability."""
 
 
 @dataclass
@@ -71,6 +74,7 @@ class FakeEngine:
     replies: Sequence[str] = ("Hello! How can I help?",)
     capabilities: Capabilities = FAKE_CAPABILITIES
     respond: Responder | None = None  # overrides ``replies`` when set
+    scorer: Scorer | None = None  # ``score`` by text; default -1 per continuation token
     token_delay_s: float = 0.0
     n_ctx: int = 2048
     has_chat_template: bool = True
@@ -242,7 +246,9 @@ class FakeEngine:
         needed = 1 + self.count_tokens(prompt)
         limit = prompt_limit(loaded.n_ctx, request.sampling.max_tokens)
         if needed > limit:
-            raise ContextOverflowError(needed, limit)
+            raise ContextOverflowError(needed, limit, ContextOverflowError.CHAT_REMEDY
+                                       if request.policy is ContextPolicy.REFUSE
+                                       else ContextOverflowError.NOTHING_LEFT_TO_DROP)
         reused = self._sessions.get(request.session_id, 0)
         self._sessions[request.session_id] = needed
         yield from self._stream(prompt, request.sampling.max_tokens, min(reused, needed))
@@ -293,9 +299,13 @@ class FakeEngine:
 
     def score(self, prompt_tokens: Sequence[int], continuations: Sequence[Sequence[int]],
               session_id: str = "score") -> list[float]:
-        """Shorter continuations score higher: -1 per token."""
+        """``scorer`` on the detokenized texts when set, else shorter continuations score
+        higher: -1 per token."""
         self.calls.append(Call("score", (tuple(prompt_tokens), tuple(map(tuple, continuations)))))
         require(self.capabilities, Feature.SCORE)
+        if self.scorer is not None:
+            prompt = self.detokenize(prompt_tokens)
+            return [self.scorer(prompt, self.detokenize(c)) for c in continuations]
         return [-float(len(c)) for c in continuations]
 
     def attention(self, tokens: Sequence[int], query_position: int) -> AttentionMap:

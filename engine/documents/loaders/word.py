@@ -13,6 +13,7 @@ from engine.documents.builder import BlockBuilder
 from engine.documents.errors import DocumentError, DocumentProblem
 from engine.documents.limits import Limits, check_archive, check_file_size
 from engine.documents.model import BlockKind, Document, DocumentFormat
+from engine.units import format_bytes
 
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # compound file: old .doc or encrypted .docx
 _HEADING_STYLE = re.compile(r"^heading\s*(\d)$", re.IGNORECASE)
@@ -47,12 +48,50 @@ def _check_container(path: Path, name: str, limits: Limits) -> None:
                     DocumentProblem.CORRUPT,
                     "the .docx has no word/document.xml: it is not a Word document",
                 )
+            _check_xml_parts(name, archive, limits)
     except (zipfile.BadZipFile, EOFError) as exc:
         raise DocumentError(
             name,
             DocumentProblem.CORRUPT,
             f"the .docx is damaged: it is not a readable zip archive ({exc})",
         ) from None
+
+
+_DOCTYPES = tuple("<!DOCTYPE".encode(codec) for codec in ("utf-8", "utf-16-le", "utf-16-be"))
+_CHUNK = 1 << 20
+
+
+def _check_xml_parts(name: str, archive: zipfile.ZipFile, limits: Limits) -> None:
+    """Refuse XML parts too large to parse safely, and any DOCTYPE: Word never writes one,
+    and a DOCTYPE is how entity-expansion bombs ("billion laughs") get in. Each part is read
+    as a stream with the byte count checked as it inflates, not taken from the headers."""
+    overlap = max(len(d) for d in _DOCTYPES) - 1
+    for info in archive.infolist():
+        if not info.filename.endswith((".xml", ".rels")):
+            continue
+        if info.file_size > limits.max_docx_xml_bytes:
+            raise _xml_too_large(name, info.filename, info.file_size, limits)
+        seen = 0
+        tail = b""
+        with archive.open(info) as part:
+            while chunk := part.read(_CHUNK):
+                seen += len(chunk)
+                if seen > limits.max_docx_xml_bytes:
+                    raise _xml_too_large(name, info.filename, seen, limits)
+                window = tail + chunk
+                if any(d in window for d in _DOCTYPES):
+                    raise DocumentError(
+                        name, DocumentProblem.CORRUPT,
+                        f"{info.filename} declares a DOCTYPE, which Word documents never "
+                        "contain (it can hide an entity-expansion bomb); the file was not read")
+                tail = window[-overlap:]
+
+
+def _xml_too_large(name: str, part: str, size: int, limits: Limits) -> DocumentError:
+    return DocumentError(
+        name, DocumentProblem.TOO_LARGE,
+        f"{part} holds more than {format_bytes(size)} of XML; the limit is "
+        f"{format_bytes(limits.max_docx_xml_bytes)} per part")
 
 
 def _numbering_formats(document: Any) -> dict[tuple[str, str], str]:
