@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from engine.documents import Document, document_from_text
-from engine.options import LoadSettings
+from engine.options import GREEDY, LoadSettings
 from engine.runtime.in_process import InProcessEngine
 from engine.runtime.runtime import Runtime
 from engine.tasks.summarize import SummarizeSettings, SummaryResult, summarize
@@ -33,18 +34,34 @@ def apache() -> Document:
                               name="LICENSE-apache.txt")
 
 
-@pytest.fixture(scope="module")
-def result(smol_path: Path, apache: Document) -> SummaryResult:
+def _summary(smol_path: Path, apache: Document, settings: SummarizeSettings) -> SummaryResult:
     runtime = Runtime()
     for _ in runtime.load(LoadSettings(path=str(smol_path), n_ctx=4096)):
         pass
     try:
-        events = list(summarize(InProcessEngine(runtime), [apache], SummarizeSettings()))
+        events = list(summarize(InProcessEngine(runtime), [apache], settings))
     finally:
         runtime.unload()
     out = events[-1]
     assert isinstance(out, SummaryResult)
     return out
+
+
+@pytest.fixture(scope="module")
+def result(smol_path: Path, apache: Document) -> SummaryResult:
+    """Decoded without the runtime's degeneration guard and DRY (the document tasks'
+    defaults), which keep this final step from looping at all: the summary's own guards
+    are what is tested here."""
+    return _summary(smol_path, apache, SummarizeSettings(
+        sampling=replace(GREEDY, loop_guard=False)))
+
+
+def test_with_the_default_settings_nothing_loops(smol_path: Path, apache: Document):
+    summary = _summary(smol_path, apache, SummarizeSettings())
+    assert summary.points
+    for point in summary.points:
+        assert degeneration(point.text) is None, point.text
+    assert repeated_sentences(summary.to_text()) == 0
 
 
 def test_a_looping_final_step_is_caught_and_explained(result: SummaryResult):
