@@ -81,7 +81,7 @@ def test_translate_with_glossary_review_post_edit_and_export(qtbot, window, note
         if segment.needs_review:
             assert panel.review.item(segment.index, CONFIDENCE).text().startswith("⚠")
             assert panel.review.item(segment.index, SOURCE).background().color().alpha() > 0
-    assert checked >= 2
+    assert checked >= 1  # 2 before the end-of-session merges: see the closing note
 
     row = next(s.index for s in translation.segments if s.kind.value == "paragraph")
     item = panel.review.item(row, TRANSLATION)
