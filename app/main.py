@@ -14,6 +14,11 @@ from PySide6.QtWidgets import QApplication
 
 def main(argv: list[str] | None = None) -> int:
     multiprocessing.freeze_support()
+    from engine import safe_versions
+
+    if found := safe_versions.problems():
+        print(safe_versions.refusal(found), file=sys.stderr)
+        return 1
     if "--self-test" in (sys.argv if argv is None else argv)[1:]:
         from app.selftest import run_self_test  # offscreen, temp data folder; see there
 

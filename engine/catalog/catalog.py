@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,9 +67,26 @@ def bundled_model_path() -> Path | None:
     return None
 
 
+_LATER_SPLIT_PART = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$",
+                               re.IGNORECASE)
+
+
+def _later_part(path: Path) -> bool:
+    """Part 2 or later of a split set whose first part is beside it: the set is listed (and
+    loaded) by its first part."""
+    m = _LATER_SPLIT_PART.match(path.name)
+    if not m or int(m["no"]) == 1:
+        return False
+    return (path.parent / f"{m['stem']}-00001-of-{m['count']}.gguf").is_file()
+
+
 def _gguf_files(folder: Path) -> list[Path]:
+    """Every ``*.gguf`` under ``folder``, except in hidden folders (downloads in progress in
+    ``.downloads``, caches) and the later parts of split sets."""
     try:
-        files = [p for p in folder.rglob("*") if p.suffix.lower() == ".gguf" and p.is_file()]
+        files = [p for p in folder.rglob("*") if p.suffix.lower() == ".gguf" and p.is_file()
+                 and not any(s.startswith(".") for s in p.relative_to(folder).parts[:-1])
+                 and not _later_part(p)]
     except OSError:
         return []
     return sorted(files, key=lambda p: str(p.relative_to(folder)).lower())

@@ -11,12 +11,14 @@ from typing import TextIO
 
 import engine.cli.chat as chat
 import engine.cli.classify as classify
+import engine.cli.endpoints as endpoints
 import engine.cli.generate as generate
 import engine.cli.models as models
 import engine.cli.summarize as summarize
 import engine.cli.translate as translate
-from engine import native_log
+from engine import native_log, safe_versions
 from engine.cli.common import (
+    EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
@@ -29,7 +31,7 @@ from engine.cli.common import (
 from engine.errors import VersoError
 
 COMMANDS = {"models": models, "chat": chat, "generate": generate, "classify": classify,
-            "summarize": summarize, "translate": translate}
+            "summarize": summarize, "translate": translate, "endpoints": endpoints}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +55,9 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None,
                         format="verso %(levelname)s %(message)s")
     if args.verbose:  # the engine process inherits it and echoes llama.cpp's log lines
         os.environ[native_log.ECHO_ENV] = "stderr"
+    if found := safe_versions.problems(safe_versions.ENGINE_MINIMUMS):
+        print(safe_versions.refusal(found), file=io.err)
+        return EXIT_ERROR
     try:
         if args.version:
             return models.run_version(io)

@@ -1,11 +1,14 @@
-"""``verso models``: the models Verso can load, or one model's GGUF header."""
+"""``verso models``: the models Verso can load, or one model's GGUF header; its actions
+(search, files, pull, rm, token, mirror: the hub side) are in ``engine.cli.models_hub``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from dataclasses import asdict
+from typing import TextIO
 
+from engine.cli import models_hub
 from engine.cli.common import EXIT_OK, CliError, Io, exit_code
 from engine.errors import VersoError
 from engine.options import DEFAULT_CTX_CAP, KVType
@@ -13,12 +16,20 @@ from engine.units import format_bytes
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    models = sub.add_parser("models", help="List models, or inspect one.")
+    models = sub.add_parser(
+        "models", help="List, inspect, find, download and remove models.",
+        description="Without an action: the models Verso can load (bundled, models folder). "
+                    "Actions find and download GGUF models from the Hugging Face Hub.")
     models.add_argument("--inspect", metavar="MODEL", help="Show one model's metadata.")
     models.add_argument("--json", action="store_true", help="Machine-readable output.")
     models.add_argument("--n-ctx", type=int, default=0,
                         help="Context size for the memory estimate (0: model default).")
     models.add_argument("--kv-type", choices=[k.value for k in KVType], default="f16")
+    from engine.cli.remote_flags import add_remote_flags
+
+    add_remote_flags(models)
+    actions = models.add_subparsers(dest="models_command", metavar="ACTION")
+    models_hub.add_parsers(actions)
 
 
 def _context(args: argparse.Namespace, trained: int | None) -> int:
@@ -28,6 +39,12 @@ def _context(args: argparse.Namespace, trained: int | None) -> int:
 def run(args: argparse.Namespace, io: Io) -> int:
     from engine.catalog import estimate_memory, list_models, read_model_info, resolve_model
 
+    if args.endpoint:
+        from engine.cli import remote_models
+
+        return remote_models.run(args, io)
+    if getattr(args, "models_command", None):
+        return models_hub.run(args, io)
     out = io.out
     kv = KVType(args.kv_type)
     if args.inspect:
@@ -67,6 +84,7 @@ def run(args: argparse.Namespace, io: Io) -> int:
         return EXIT_OK
     if not entries:
         print("No models found.", file=out)
+        _print_pending(out)
         return EXIT_OK
     for entry in entries:
         if entry.info is None:
@@ -78,7 +96,17 @@ def run(args: argparse.Namespace, io: Io) -> int:
         print(f"{entry.path.name:<44} {info.architecture:<10} {info.quantization:<8} "
               f"{format_bytes(info.file_size):>9}  ~{format_bytes(total)} at {n_ctx} ctx  "
               f"[{entry.source}]", file=out)
+    _print_pending(out)
     return EXIT_OK
+
+
+def _print_pending(out: TextIO) -> None:
+    from engine.library.installed import pending_downloads
+
+    for p in pending_downloads():
+        print(f"unfinished download: {p.repo_id} {p.path} ({format_bytes(p.bytes_done)} of "
+              f"{format_bytes(p.size)}; `verso models pull {p.repo_id} "
+              f"{p.path.rsplit('/', 1)[-1]}` resumes it)", file=out)
 
 
 def run_version(io: Io) -> int:

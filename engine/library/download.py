@@ -183,7 +183,8 @@ def _write_all(f: io.FileIO, data: bytes) -> None:
         view = view[n:]
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (POSIX; a no-op elsewhere)."""
     if os.name != "posix":
         return
     with contextlib.suppress(OSError):
@@ -284,38 +285,42 @@ class Downloader:
 
     # -- the download ---------------------------------------------------------------------
 
-    def download(self, request: DownloadRequest) -> Iterator[DownloadProgress]:
-        final = self.final_path(request.name)
+    def download(self, request: DownloadRequest,
+                 folder: str | Path | None = None) -> Iterator[DownloadProgress]:
+        """Download ``request`` into ``folder`` (default: this downloader's folder)."""
+        folder = Path(folder) if folder is not None else self.folder
+        final = folder / request.name
+        part = folder / (request.name + PART_SUFFIX)
+        sidecar_path = folder / (request.name + SIDECAR_SUFFIX)
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise _write_error(e, self.folder, f"cannot create the library folder "
-                                               f"{self.folder}") from e
+            raise _write_error(e, folder, f"cannot create the library folder {folder}") from e
         if final.exists():
             yield from self._existing(request, final)
             return
         self._check_cancel()
-        part = self.part_path(request.name)
         try:
-            sidecar = _read_sidecar(self.sidecar_path(request.name))
+            sidecar = _read_sidecar(sidecar_path)
             if part.exists() and not _sidecar_matches(sidecar, request):
                 log.info("%s: the part on disk is not this download; starting from zero",
                          part)
                 part.unlink()
             if not part.exists():
                 sidecar = None
-            self._check_space(request, part.stat().st_size if sidecar is not None else 0)
+            self._check_space(request, part.stat().st_size if sidecar is not None else 0,
+                              folder)
             f = io.FileIO(part, "r+b" if part.exists() else "w+b")
         except OSError as e:
             raise _write_error(e, part, f"cannot open {part}") from e
         try:
             t = yield from self._fetch(request, final, f, sidecar)
         except BaseException:
-            _forget_if_empty(part, self.sidecar_path(request.name))
+            _forget_if_empty(part, sidecar_path)
             raise
         try:
             os.replace(t.part, final)
-            _fsync_dir(self.folder)
+            fsync_dir(folder)
             t.sidecar.unlink(missing_ok=True)
         except OSError as e:
             raise _write_error(e, final, f"cannot move the download into {final}") from e
@@ -361,7 +366,8 @@ class Downloader:
                 + (f", SHA-256 {digest}" if digest else "")
                 + f"; expected {request.size} bytes with SHA-256 {request.sha256}). "
                 "Move or delete it, or download under another name.", path=final)
-        for leftover in (self.part_path(request.name), self.sidecar_path(request.name)):
+        for leftover in (final.with_name(final.name + PART_SUFFIX),
+                         final.with_name(final.name + SIDECAR_SUFFIX)):
             with contextlib.suppress(OSError):
                 leftover.unlink(missing_ok=True)
         yield DownloadProgress(request.name, DownloadState.DONE, size, size, path=final)
@@ -396,19 +402,19 @@ class Downloader:
         log.info("%s: resuming at %s of %s", t.part, format_bytes(size),
                  format_bytes(t.request.size))
 
-    def _check_space(self, request: DownloadRequest, on_disk: int) -> None:
+    def _check_space(self, request: DownloadRequest, on_disk: int, folder: Path) -> None:
         left = request.size - min(on_disk, request.size)
         try:
-            free = shutil.disk_usage(self.folder).free
+            free = shutil.disk_usage(folder).free
         except OSError:
             return  # unknown: ENOSPC while writing still stops cleanly
         if free < left + self.disk_margin:
             raise DownloadError(
                 DownloadErrorKind.NO_SPACE,
-                f"Not enough free space in {self.folder} for {request.name}: it needs "
+                f"Not enough free space in {folder} for {request.name}: it needs "
                 f"{format_bytes(left)} more (plus {format_bytes(self.disk_margin)} to spare) "
                 f"but only {format_bytes(free)} is free. Free some space or choose another "
-                "library folder.", path=self.folder)
+                "library folder.", path=folder)
 
     def _save_sidecar(self, t: _Transfer) -> None:
         r = t.request
@@ -702,6 +708,24 @@ def _sidecar_matches(sidecar: dict[str, Any] | None, r: DownloadRequest) -> bool
         sidecar.get(k) == v for k, v in (("version", _SIDECAR_VERSION), ("url", r.url),
                                          ("revision", r.revision), ("size", r.size),
                                          ("sha256", r.sha256)))
+
+
+def bytes_on_disk(request: DownloadRequest, folder: str | Path) -> int:
+    """How much of ``request`` is already in ``folder``: its size when the file is there, the
+    length of a part this very download can resume, else 0 (for a disk-space estimate;
+    nothing is verified here)."""
+    folder = Path(folder)
+    final = folder / request.name
+    part = folder / (request.name + PART_SUFFIX)
+    try:
+        if final.exists():
+            return request.size
+        if part.exists() and _sidecar_matches(
+                _read_sidecar(folder / (request.name + SIDECAR_SUFFIX)), request):
+            return min(part.stat().st_size, request.size)
+    except OSError:
+        pass
+    return 0
 
 
 def _shutdown(response: httpx.Response) -> None:
