@@ -17,7 +17,7 @@ TEST_MODELS := $(VENV)/test-models
 # llama.cpp's own server and bench, built once from the pinned sdist's sources (tests, bench/).
 LLAMA_SERVER := $(VENV)/llama.cpp/build/bin/llama-server
 
-.PHONY: llama-server run test test-unit test-slow lint typecheck bench screenshots clean install package
+.PHONY: llama-server run test test-unit test-slow trust soak lint typecheck bench screenshots clean install package
 
 $(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Verso needs Python 3.11 or newer")'
@@ -44,11 +44,16 @@ run: $(STAMP)
 test: $(STAMP) $(LLAMA_SERVER)
 	$(PY) -m ruff check engine app tests bench packaging
 	$(PY) -m mypy
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m "not slow"
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m "not slow and not long"
+
+# Every trust-suite family (tests/trust/), the long cases too: a table of cases tried, held,
+# failed, worst time and worst memory per family (bench/results/trust.json). An hour or more.
+trust: $(STAMP)
+	nice $(PY) tests/trust/run.py
 
 # The unit tier alone (no real model, no engine process): seconds.
 test-unit: $(STAMP)
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m "not model and not slow"
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m "not model and not slow and not long"
 
 # Builds the packaged app from a clean copy of the source and runs its --self-test (minutes).
 test-slow: $(PACKAGE_STAMP)
@@ -77,3 +82,8 @@ clean:
 
 screenshots: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m app.screenshots screenshots
+
+# A scripted session of at least 30 minutes (model switches, long chats, summaries, cancels):
+# RSS of both processes and database size over time, slopes per hour (bench/results/soak.json).
+soak: $(STAMP)
+	nice $(PY) bench/soak.py --minutes 30

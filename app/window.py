@@ -34,7 +34,8 @@ from app.panels.workbench import WorkbenchPanel
 from app.presets import load_presets
 from app.settings import AppSettings
 from app.theme import ICONS, ThemeManager, icon
-from app.widgets.model_picker import ModelPicker
+from app.widgets.message_view import placeholder_for
+from app.widgets.model_picker import ModelPicker, remote_key
 from app.widgets.settings_dialog import SettingsDialog
 from app.widgets.status_bar import StatusBar
 from engine.api import Engine
@@ -44,10 +45,15 @@ from engine.errors import VersoError
 from engine.events import Error, ErrorKind, ModelLoaded, Progress
 from engine.library.local import ModelLibrary
 from engine.model_ref import ModelRef
-from engine.options import KVType
+from engine.options import KVType, LoadSettings
+from engine.remote.router import EngineRouter
 from engine.store import ConversationStore
 
 log = logging.getLogger(__name__)
+
+def _picker_key(loaded: ModelLoaded) -> str | None:
+    return loaded.local_path if loaded.ref.is_local else remote_key(loaded.ref)
+
 
 _LOAD_FIELDS = ("n_threads", "n_ctx", "flash_attn", "n_gpu_layers", "kv_type",
                 "gpu_layers_auto")
@@ -82,6 +88,7 @@ class MainWindow(QMainWindow):
 
         self.picker = ModelPicker()
         self.picker.load_requested.connect(self.load_model)
+        self.picker.remote_requested.connect(self.load_remote)
         self.picker.cancel_requested.connect(self.bridge.cancel_load)
         self.status = StatusBar()
         self.setStatusBar(self.status)
@@ -272,6 +279,17 @@ class MainWindow(QMainWindow):
     def _load_ref(self, ref: ModelRef) -> None:
         if ref.local_path is not None:
             self.load_model(ref.local_path)
+        else:
+            self.load_remote(ref)
+
+    def load_remote(self, ref: ModelRef) -> None:
+        """A model on a saved server: the engine router connects to it."""
+        loading = self.bridge.loading
+        if loading is not None and loading.model is not None and ref.same_model(loading.model):
+            return
+        self.picker.set_loading(ref.label)
+        self.status.set_model(self.bridge.loaded, f"Connecting to {ref.location}…")
+        self.bridge.load(LoadSettings.remote(ref, n_ctx=self.settings.n_ctx))
 
     def load_model(self, path: str) -> None:
         if self.bridge.loading is not None and self.bridge.loading.path == path:
@@ -290,8 +308,10 @@ class MainWindow(QMainWindow):
             self.status.showMessage("The engine is restarting and reloading the model…", 5000)
 
     def _model_loaded(self, loaded: ModelLoaded) -> None:
+        self.chat.view.placeholder.setText(placeholder_for(
+            self.bridge.capabilities.backend, loaded.ref.is_local))
         self.picker.set_loading(None)
-        self.picker.set_current(loaded.local_path)
+        self.picker.set_current(_picker_key(loaded))
         self.status.set_model(loaded)
         self.models.set_loaded(loaded.local_path)
         self._advise(loaded)
@@ -323,7 +343,7 @@ class MainWindow(QMainWindow):
     def _load_failed(self, error: Error) -> None:
         self.picker.set_loading(None)
         loaded = self.bridge.loaded
-        self.picker.set_current(loaded.local_path if loaded else None)
+        self.picker.set_current(_picker_key(loaded) if loaded else None)
         self.status.set_model(loaded)
         self.status.showMessage(f"The model could not be loaded: {error.message}", 15000)
         box = QMessageBox(QMessageBox.Icon.Warning, "Model not loaded", error.message,
@@ -334,7 +354,7 @@ class MainWindow(QMainWindow):
     def _load_cancelled(self) -> None:
         self.picker.set_loading(None)
         loaded = self.bridge.loaded
-        self.picker.set_current(loaded.local_path if loaded else None)
+        self.picker.set_current(_picker_key(loaded) if loaded else None)
         self.status.set_model(loaded, "reloads with the next message" if loaded else "")
         self.status.showMessage("Loading was cancelled.", 5000)
 
@@ -346,10 +366,18 @@ class MainWindow(QMainWindow):
     # ---------------------------------------------------------------- settings
 
     def open_settings(self) -> None:
+        engine = self.bridge.engine
         dialog = SettingsDialog(self.settings, load_presets(), self, gpu=machine().gpu,
-                                suggested_layers=self._suggested_layers())
-        if dialog.exec() == SettingsDialog.DialogCode.Accepted:
+                                suggested_layers=self._suggested_layers(),
+                                engine_in_use=engine.capabilities.backend)
+        accepted = dialog.exec() == SettingsDialog.DialogCode.Accepted
+        if isinstance(engine, EngineRouter):  # a server's address or key changed
+            for url in dialog.servers.changed:
+                engine.forget_endpoint(url)
+        if accepted:
             self.apply_settings(dialog.result_settings())
+        elif dialog.servers.changed:
+            self.picker.refresh(self.settings.n_ctx, self.settings.kv_type)
 
     def _suggested_layers(self) -> tuple[str, int] | None:
         loaded = self.bridge.loaded
@@ -368,6 +396,7 @@ class MainWindow(QMainWindow):
         loaded = self.bridge.loaded
         if reload and loaded is not None and loaded.local_path:
             self.load_model(loaded.local_path)
+
         self.chat.replies.count_now()
 
     def _save_settings(self) -> None:

@@ -8,21 +8,24 @@ level (the batch decoder's contexts never set it), which is how those lines leak
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import logging
 import logging.handlers
 import os
 import sys
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 from engine import paths
 
 ECHO_ENV = "VERSO_NATIVE_LOG"
 LOG_FILE = "engine.log"
 
-_LEVELS = {0: logging.CRITICAL, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR,
-           4: logging.DEBUG}
+# ggml_log_level in the vendored ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
+# (llama-cpp-python's _logger.py still has the older order, which files errors as debug).
+_LEVELS = {0: logging.INFO, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING,
+           4: logging.ERROR}
 _CONT = 5  # continues the previous line
 
 log = logging.getLogger("verso.llama_cpp")
@@ -35,6 +38,17 @@ class _Lines:
 
     level = logging.INFO
     pending = ""
+    errors: ClassVar[collections.deque[str]] = collections.deque(maxlen=8)
+
+
+def clear_errors() -> None:
+    _Lines.errors.clear()
+
+
+def recent_errors() -> list[str]:
+    """llama.cpp's error lines since ``clear_errors`` (the last 8): why a load failed, which
+    llama.cpp otherwise tells only its log."""
+    return list(_Lines.errors)
 
 
 def _emit(level: int, text: str) -> None:
@@ -44,6 +58,8 @@ def _emit(level: int, text: str) -> None:
     for one in complete:
         if one.strip():
             log.log(_Lines.level, one)
+            if _Lines.level >= logging.ERROR:
+                _Lines.errors.append(one.strip())
 
 
 def callback() -> Any:

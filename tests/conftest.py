@@ -23,11 +23,13 @@ LOAD_TIMEOUT_MS = 180_000
 
 # Fixtures whose use makes a test a real-model (or real engine process) test: marked `model`,
 # so `pytest -m "not model"` is the fast unit tier (fake engine, pure logic).
-_MODEL_FIXTURES = frozenset({"smol_path", "gemma_path", "make_window"})
+_MODEL_FIXTURES = frozenset({"smol_path", "gemma_path", "make_window", "llama_server"})
 # Modules whose tests drive the real engine without those fixtures (the `verso` CLI with its
 # bundled default model, the engine process, the app started from source).
 _REAL_ENGINE_MODULES = frozenset({"test_cli", "test_cli_generation", "test_worker",
-                                  "test_attention", "test_classify", "test_packaging"})
+                                  "test_attention", "test_classify", "test_packaging",
+                                  "test_remote_llama_server", "test_remote_openai_server",
+                                  "test_loop_guard_model"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -82,6 +84,23 @@ def gemma_path() -> Path:
 
         assemble(output_path=GEMMA_PATH)
     return GEMMA_PATH
+
+
+SERVER_KEY = "verso-test-key"
+
+
+@pytest.fixture(scope="session")
+def llama_server(smol_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """llama.cpp's llama-server with SmolLM2 on a free loopback port, shared by the session:
+    4 slots of 1,024 tokens, one thread, API key ``SERVER_KEY``. Yields its URL."""
+    from tests.remote_servers import start_llama_server
+
+    server = start_llama_server(smol_path, tmp_path_factory.mktemp("llama-server"),
+                                slots=4, ctx=4096, api_key=SERVER_KEY)
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -396,3 +396,38 @@ def test_downloads_in_progress_and_later_split_parts_are_not_listed(tmp_path, mo
     write_tiny_gguf(folder / "orphans" / "x-00002-of-00002.gguf")  # its first part is gone
     names = [e.path.name for e in list_models() if e.source == "models_dir"]
     assert names == ["x-00002-of-00002.gguf", "m-00001-of-00003.gguf"]
+
+
+def test_a_model_a_few_bytes_short_says_how_many(tmp_path, smol_path):
+    cut = tmp_path / "short.gguf"
+    cut.write_bytes(smol_path.read_bytes()[:-4096])
+    with pytest.raises(ModelFileError) as caught:
+        validate_model_file(cut, check_memory=False)
+    assert caught.value.reason.startswith("truncated: 4,096 bytes short of 98.4 MB expected")
+
+
+def test_a_tensor_table_claiming_exabytes_is_a_corrupt_header_not_a_short_download(
+        tmp_path, smol_path):
+    from tests.trust.gguf_mutations import read_map
+
+    first = read_map(smol_path).tensors[0]
+    data = bytearray(smol_path.read_bytes())
+    data[first.dims_at:first.dims_at + 8] = (1 << 62).to_bytes(8, "little")
+    bad = tmp_path / "huge.gguf"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError) as caught:
+        validate_model_file(bad, check_memory=False)
+    assert caught.value.reason.startswith("header is corrupt: its tensor table claims")
+    assert "download" not in caught.value.reason
+
+
+@pytest.mark.parametrize("key", ["llama.block_count", "llama.embedding_length"])
+def test_a_model_without_layers_is_refused_before_llama_cpp_aborts_on_it(key, tmp_path,
+                                                                         smol_path):
+    from tests.trust.gguf_mutations import encode_value, spliced
+
+    bad = tmp_path / "layers.gguf"
+    spliced({key: encode_value(gguf.GGUFValueType.UINT32, 0)})(smol_path, bad)
+    with pytest.raises(ModelFileError) as caught:
+        validate_model_file(bad, check_memory=False)
+    assert caught.value.reason == f"header is corrupt: {key} is 0"

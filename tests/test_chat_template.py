@@ -2,9 +2,9 @@ import jinja2
 import pytest
 
 from engine.catalog import read_model_info
+from engine.chat_template import CHATML_TEMPLATE, ChatTemplate
 from engine.errors import BadRequestError
 from engine.options import ChatMessage
-from engine.runtime.chat_template import CHATML_TEMPLATE, ChatTemplate
 
 CONVERSATION = [
     ChatMessage("system", "You are terse."),
@@ -67,13 +67,14 @@ def test_model_without_template_falls_back_to_chatml():
     "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
 ])
 def test_hostile_templates_are_refused_by_the_sandbox(payload):
-    template = ChatTemplate.from_model(payload, "", "")
     with pytest.raises(BadRequestError):
-        template.render([ChatMessage("user", "x")])
+        ChatTemplate("model", payload).render([ChatMessage("user", "x")])
+    fallback = ChatTemplate.from_model(payload, "", "")  # at load: ChatML, with the reason
+    assert fallback.source == "fallback (ChatML)" and fallback.problem
 
 
 def test_template_raise_exception_becomes_a_clear_error():
-    template = ChatTemplate.from_model("{{ raise_exception('roles must alternate') }}", "", "")
+    template = ChatTemplate("model", "{{ raise_exception('roles must alternate') }}")
     with pytest.raises(BadRequestError, match="roles must alternate"):
         template.render([ChatMessage("user", "x")])
 

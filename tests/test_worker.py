@@ -126,6 +126,22 @@ def test_bad_model_files_give_errors_and_keep_the_engine(tmp_path, smol_path):
         assert isinstance(loaded[-1], ModelLoaded)
 
 
+def test_a_model_llama_cpp_refuses_says_why(tmp_path, smol_path):
+    """llama.cpp tells only its log why a load failed; the error carries that reason."""
+    from gguf import GGUFValueType
+
+    from tests.trust.gguf_mutations import encode_value, spliced
+
+    bad = tmp_path / "rope.gguf"
+    spliced({"llama.rope.dimension_count": encode_value(GGUFValueType.UINT32, 2**31)})(
+        smol_path, bad)
+    with EngineClient() as c:
+        events = list(c.load(LoadSettings(path=str(bad), n_ctx=512)))
+    assert isinstance(events[-1], Error), events
+    assert "invalid n_rot: 2147483648, expected 64" in events[-1].message
+    assert str(bad) in events[-1].message and "\n" not in events[-1].message
+
+
 def test_cancelling_a_load_ends_it(smol_path):
     with EngineClient() as c:
         stream = c.load(LoadSettings(path=str(smol_path)))

@@ -395,9 +395,12 @@ class SummarizePanel(JobResumePanel):
             note = f"{len(result.extracts)} sentences quoted verbatim."
         else:
             steps = len(result.steps_computed) + len(result.steps_reused)
-            note = (f"No usable summary points: the notes on {len(result.note_lines())} chunks "
-                    "are shown instead" if result.notes_only
+            note = ("The final step failed: the fallback is shown (see above)" if result.fallback
                     else f"{len(result.points)} points from {len(result.chunks)} chunks")
+            if result.left_out:
+                note += " · a looping point was left out"
+            if result.unsupported:
+                note += f" · {len(result.unsupported)} unsupported"
             if result.steps_reused:
                 note += f" · resumed: {len(result.steps_reused)} of {steps} steps reused"
             if result.invalid_markers:

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 from app.presets import Preset
 from app.settings import AppSettings
 from app.widgets.sampling_form import SamplingForm
+from app.widgets.servers_editor import ServersEditor
 from engine.gpu import GpuInfo
 from engine.options import MIN_CTX, ContextPolicy, KVType
 
@@ -61,10 +62,11 @@ def _combo(options: dict[str, str], current: str) -> QComboBox:
 class SettingsDialog(QDialog):
     def __init__(self, settings: AppSettings, presets: list[Preset],
                  parent: QWidget | None = None, *, gpu: GpuInfo | None = None,
-                 suggested_layers: tuple[str, int] | None = None) -> None:
+                 suggested_layers: tuple[str, int] | None = None,
+                 engine_in_use: str = "Verso's llama.cpp engine") -> None:
         """``gpu``: the probed backends and devices (None while unknown);
         ``suggested_layers``: the loaded model's name and the GPU layers its fit estimate
-        gives."""
+        gives; ``engine_in_use``: who runs the loaded model (Settings > Servers says it)."""
         super().__init__(parent)
         self._gpu = gpu
         self._suggested = suggested_layers
@@ -76,6 +78,8 @@ class SettingsDialog(QDialog):
         tabs.addTab(self._model_tab(settings), "Model")
         tabs.addTab(self._chat_tab(settings, presets), "Chat")
         tabs.addTab(self._appearance_tab(settings), "Appearance")
+        self.servers = ServersEditor(engine_in_use)
+        tabs.addTab(self.servers, "Servers")
         self.tabs = tabs
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
                                    | QDialogButtonBox.StandardButton.Cancel)

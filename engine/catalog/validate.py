@@ -17,22 +17,39 @@ from engine.errors import InsufficientMemoryError, ModelFileError
 from engine.options import KVType
 from engine.units import format_bytes
 
+# No model file is this large; a header whose tensors claim more is corrupt, not cut short.
+IMPLAUSIBLE_MODEL_BYTES = 1 << 46  # 64 TiB
+
 
 def check_complete(info: ModelInfo) -> None:
     if info.tensor_count == 0:
         raise ModelFileError(info.path, "contains no tensors (a vocabulary-only file?)")
-    if info.is_truncated:
+    if info.expected_size > IMPLAUSIBLE_MODEL_BYTES:
         raise ModelFileError(
             info.path,
-            f"truncated: {format_bytes(info.file_size)} of {format_bytes(info.expected_size)} "
-            f"expected (an incomplete download or copy?)",
+            f"header is corrupt: its tensor table claims {format_bytes(info.expected_size)} of "
+            "data, more than any model file",
         )
+    if info.is_truncated:
+        have, want = format_bytes(info.file_size), format_bytes(info.expected_size)
+        if have == want:  # a few bytes short: rounded sizes would read "98.4 MB of 98.4 MB"
+            have = f"{info.expected_size - info.file_size:,} bytes short of"
+        else:
+            have += " of"
+        raise ModelFileError(
+            info.path, f"truncated: {have} {want} expected (an incomplete download or copy?)")
 
 
 def check_architecture(info: ModelInfo) -> None:
     problem = architecture_problem(info.architecture)
     if problem:
         raise ModelFileError(info.path, problem)
+    # llama.cpp aborts the whole process (SIGABRT) on a model without layers.
+    for name, value in (("block_count", info.block_count),
+                        ("embedding_length", info.embedding_length)):
+        if value < 1:
+            raise ModelFileError(
+                info.path, f"header is corrupt: {info.architecture}.{name} is {value}")
 
 
 def _memory_hint(

@@ -35,6 +35,7 @@ from engine.catalog.header import read_header
 from engine.catalog.validate import validate_model_file
 from engine.errors import Cancelled, ModelFileError, VersoError
 from engine.events import ErrorKind
+from engine.library.download import fsync_dir
 from engine.options import KVType
 from engine.units import format_bytes
 
@@ -389,7 +390,7 @@ def _copy(src: Path, target: Path, done: int, total: int, progress: Progress | N
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     return done
 
 
@@ -416,15 +417,6 @@ def _prune_empty(folder: Path, stop: Path) -> None:
             folder = folder.parent
 
 
-def _fsync_dir(path: Path) -> None:
-    if os.name != "posix":
-        return
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:

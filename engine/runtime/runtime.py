@@ -11,6 +11,8 @@ It runs in the engine process (see ``engine.worker``); everything else reaches i
 - switching sessions saves and restores per-sequence KV state instead of re-prefilling;
 - banned phrases are enforced while decoding: a phrase that appears is rolled back to the
   token where it began and resampled with that token banned there (``_generate``);
+- loops are caught while decoding (``loop_guard``): a repeat is rolled back to where it
+  began, decoding goes on with a penalty on continuing it, and a third loop ends the output;
 - continuations can be scored (``score``) without sampling, for classification.
 """
 
@@ -27,7 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from engine import native_log
 from engine.catalog import validate_model_file
+from engine.chat_template import ChatTemplate, RenderedPrompt
+from engine.context_policy import oldest_turn
 from engine.errors import BadRequestError, Cancelled, ContextOverflowError, VersoError
 from engine.events import (
     AttentionMap,
@@ -59,7 +64,6 @@ from engine.options import (
     prompt_limit,
 )
 from engine.runtime.attention import AttentionCapture
-from engine.runtime.chat_template import ChatTemplate, RenderedPrompt
 from engine.runtime.disk_snapshots import DEFAULT_DISK_BUDGET, DiskSnapshots, SnapshotKey
 from engine.runtime.llama_plumbing import (
     AbortSwitch,
@@ -72,6 +76,7 @@ from engine.runtime.llama_plumbing import (
     thread_counts,
     token_piece,
 )
+from engine.runtime.loop_guard import LoopDetector, LoopPenalty
 from engine.runtime.phrase_guard import PhraseGuard, fold
 from engine.runtime.sampling import TokenSampler
 from engine.runtime.snapshots import (
@@ -91,6 +96,8 @@ _BANNED_LOGIT = -1e30
 # Rollbacks allowed per request: a base plus a few per requested token.
 _ROLLBACK_BASE = 64
 _ROLLBACKS_PER_TOKEN = 4
+# Loops the degeneration guard rolls back and steers away from; the next one ends the output.
+LOOP_RETRIES = 2
 
 @dataclass
 class _Timer:
@@ -116,6 +123,7 @@ class _Output:
     pieces: list[bytes] = field(default_factory=list)
     token_ends: list[int] = field(default_factory=list)  # decoded characters after each token
     rollbacks: int = 0
+    loops: int = 0
 
     def __post_init__(self) -> None:
         self.stream = TextStream(self.stops)
@@ -195,6 +203,7 @@ class Runtime:
         n_ctx = settings.n_ctx or min(info.context_length or DEFAULT_CTX_CAP, DEFAULT_CTX_CAP)
         threads, threads_batch = thread_counts(settings)
         kv = ggml_kv_type(settings.kv_type)
+        native_log.clear_errors()
         try:
             self._llama = llama_cpp.Llama(
                 model_path=str(settings.path),
@@ -211,8 +220,9 @@ class Runtime:
             )
         except (ValueError, RuntimeError, OSError) as exc:
             raise VersoError(
-                f"{settings.path}: llama.cpp could not load this model ({exc}). "
-                "The file may be corrupt or made for a newer llama.cpp.",
+                f"{settings.path}: llama.cpp could not load this model "
+                f"({_load_failure(exc)}). The file may be corrupt or made for a newer "
+                "llama.cpp.",
                 ErrorKind.MODEL_INVALID,
             ) from exc
         llm = self._llama
@@ -235,7 +245,11 @@ class Runtime:
             has_chat_template=self._template.source == "model",
             gpu_layers=settings.n_gpu_layers if llama_cpp.llama_supports_gpu_offload() else 0,
             load_seconds=time.perf_counter() - start,
+            chat_template_problem=self._template.problem,
         )
+        if self._template.problem:
+            log.warning("%s: using ChatML instead of the model's chat template: %s",
+                        settings.path, self._template.problem)
         if self._snapshot_dir is not None:
             self._disk = DiskSnapshots(self._snapshot_dir, self._snapshot_key(settings),
                                        self._disk_budget)
@@ -383,7 +397,7 @@ class Runtime:
                 break
             if request.policy is not ContextPolicy.DROP_OLDEST:
                 raise ContextOverflowError(len(tokens), limit, ContextOverflowError.CHAT_REMEDY)
-            drop = _oldest_turn(messages)
+            drop = oldest_turn(messages)
             if drop is None:
                 raise ContextOverflowError(len(tokens), limit,
                                            ContextOverflowError.NOTHING_LEFT_TO_DROP)
@@ -640,7 +654,7 @@ class Runtime:
         position, the penalties' window). Forced tokens come from the caller, so each is
         checked against the grammar first."""
         llm = self._llama
-        sampler = TokenSampler(sampling, seed, llm._model.vocab, llm.n_vocab())
+        sampler = TokenSampler(sampling, seed, llm._model.vocab, llm.n_vocab(), llm.n_ctx())
         for i, token in enumerate(forced):
             if not sampler.allows(token):
                 sampler.close()
@@ -749,16 +763,23 @@ class Runtime:
                 self._remember(session_id, prompt_text, tokens, out.generated, out.token_ends,
                                out.stream)
         stats = self._stats(tokens, reused, len(tokens) - reused, len(out.generated), timer,
-                            prompt_start, prompt_end, dropped_messages, restored, out.rollbacks)
+                            prompt_start, prompt_end, dropped_messages, restored, out.rollbacks,
+                            out.loops)
         yield Done(finish, out.stream.text, stats)
 
     def _generate(self, out: _Output, tokens: list[int], forced: list[int],
                   sampling: SamplingParams, seed: int, sampler: TokenSampler,
                   cancel: CancelCheck, timer: _Timer) -> Generator[Event, None, FinishReason]:
-        """The token loop. With banned phrases, each new token is checked before it is
-        streamed; on a hit, generation goes back to the token where the phrase began, bans
-        that token at that position and resamples (``Rollback`` retracts what was already
-        streamed). Tokens whose own text contains a phrase are banned everywhere."""
+        """The token loop. Each new token is checked before it is streamed:
+
+        - with banned phrases, on a hit generation goes back to the token where the phrase
+          began, bans that token at that position and resamples (``Rollback`` retracts what
+          was already streamed); tokens whose own text contains a phrase are banned
+          everywhere;
+        - with ``loop_guard``, a loop (``LoopDetector``) is rolled back the same way to where
+          the repeat began, its first token banned there and the rest of it penalised from
+          then on (``LoopPenalty``); the loop after ``LOOP_RETRIES`` is rolled back and ends
+          the output (``FinishReason.REPEATING``)."""
         import llama_cpp
 
         llm = self._llama
@@ -772,6 +793,12 @@ class Runtime:
                 guard.push(self._piece(token))
             guard.locked = len(guard)
             always_banned = self._tokens_containing(guard)
+        loops = LoopDetector() if sampling.loop_guard else None
+        if loops is not None:
+            for token in forced:
+                loops.push(self._piece(token))
+            loops.locked = len(loops)
+        penalty = LoopPenalty()
         bans: dict[int, set[int]] = {}  # generated-token position -> tokens banned there
         budget = _ROLLBACK_BASE + _ROLLBACKS_PER_TOKEN * sampling.max_tokens
         while True:
@@ -781,9 +808,10 @@ class Runtime:
                 return FinishReason.CANCELLED
             position = len(out.generated)
             logits = raw = self._logits()
-            if guard is not None:
+            if guard is not None or penalty or position in bans:
                 raw = logits.copy()
                 logits[always_banned] = _BANNED_LOGIT
+                penalty.apply(logits)
                 if position in bans:
                     logits[list(bans[position])] = _BANNED_LOGIT
             token = sampler.sample(logits)
@@ -791,28 +819,49 @@ class Runtime:
                 return FinishReason.STOP
             piece = self._piece(token)
             hit = guard.push(piece) if guard is not None else None
-            if hit is not None:
-                if out.rollbacks >= budget:
-                    return FinishReason.BANNED
-                out.rollbacks += 1
-                at = hit.token_index - len(forced)
+            loop = loops.push(piece) if loops is not None and hit is None else None
+            if hit is not None or loop is not None:
+                if hit is not None:
+                    if out.rollbacks >= budget:
+                        return FinishReason.BANNED
+                    out.rollbacks += 1
+                    at = hit.token_index - len(forced)
+                else:
+                    assert loop is not None
+                    out.loops += 1
+                    at = loop.token_index - len(forced)
+                    if out.loops <= LOOP_RETRIES:
+                        penalty.add_loop([*out.generated, token][at:])
                 bans = {p: b for p, b in bans.items() if p <= at}
                 bans.setdefault(at, set()).add(out.generated[at] if at < position else token)
-                assert guard is not None  # only a guard reports a hit
-                guard.truncate(len(forced) + at)
-                if at == position:
+                for g in (guard, loops):
+                    if g is not None:
+                        g.truncate(len(forced) + at)
+                ending = loop is not None and out.loops > LOOP_RETRIES
+                if at == position and not ending:
                     logits[:] = raw
                     continue
-                n_chars = out.truncate(at)
-                yield Rollback(position - at, n_chars, hit.phrase)
-                kept = tokens + out.generated
-                self._truncate_kv(len(kept) - 1)
-                self._decode_one(kept[-1])  # fresh logits for the position rolled back to
+                if at < position:
+                    n_chars = out.truncate(at)
+                    yield Rollback(position - at, n_chars,
+                                   hit.phrase if hit is not None else loop.text if loop else "",
+                                   repeating=hit is None)
+                    kept = tokens + out.generated
+                    if ending:
+                        self._truncate_kv(len(kept))
+                        return FinishReason.REPEATING
+                    self._truncate_kv(len(kept) - 1)
+                    self._decode_one(kept[-1])  # fresh logits for the position rolled back to
+                elif ending:
+                    return FinishReason.REPEATING
+                penalty.reset(out.generated)
                 sampler.close()
-                sampler = self._build_sampler(sampling, (seed + out.rollbacks) % 2**31, forced,
-                                              out.generated)
+                sampler = self._build_sampler(sampling, (seed + out.rollbacks + out.loops)
+                                              % 2**31, forced, out.generated)
                 continue
             sampler.accept(token)
+            if penalty:
+                penalty.accept(token)
             logprob, alternatives = (self._alternatives(raw, token, sampling.n_probs)
                                      if sampling.n_probs else (None, ()))
             text = out.push(token, piece)
@@ -841,7 +890,8 @@ class Runtime:
 
     def _stats(self, tokens: list[int], reused: int, evaluated: int, generated: int,
                timer: _Timer, prompt_start: float, prompt_end: float,
-               dropped_messages: int, restored: bool = False, rollbacks: int = 0) -> Stats:
+               dropped_messages: int, restored: bool = False, rollbacks: int = 0,
+               loops: int = 0) -> Stats:
         now = time.perf_counter()
         prompt_s = prompt_end - prompt_start
         gen_s = now - prompt_end
@@ -860,19 +910,16 @@ class Runtime:
             dropped_messages=dropped_messages,
             restored_snapshot=restored,
             rollbacks=rollbacks,
+            loops=loops,
         )
 
 
-def _oldest_turn(messages: list[ChatMessage]) -> list[int] | None:
-    """Indices of the oldest user turn and the replies that follow it, never the system
-    prompt and never the final message."""
-    first = next((i for i, m in enumerate(messages) if m.role != "system"), None)
-    if first is None or first >= len(messages) - 1:
-        return None
-    end = first + 1
-    while end < len(messages) - 1 and messages[end].role != "user":
-        end += 1
-    return list(range(first, end))
+def _load_failure(exc: BaseException) -> str:
+    """llama.cpp's own reason for a failed load ("error loading model vocabulary: ..."),
+    read from its log lines; llama-cpp-python's exception only says that it failed."""
+    reasons = [line.split("error loading model", 1)[-1].lstrip(": ")
+               for line in native_log.recent_errors() if "error loading model" in line]
+    return reasons[-1] if reasons else str(exc)
 
 
 def error_event(exc: BaseException, partial_text: str = "") -> Error:

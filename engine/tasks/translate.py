@@ -24,7 +24,7 @@ from engine.api import Engine
 from engine.documents import Block, BlockKind, Document, split_sentences
 from engine.errors import BadRequestError, Cancelled, VersoError
 from engine.events import SeqDone
-from engine.options import GREEDY, BatchItem, BatchRequest, SamplingParams
+from engine.options import GREEDY, BatchRequest, SamplingParams
 from engine.store.jobs import JobStore, content_hash
 from engine.tasks.glossary import Glossary, GlossaryEntry
 from engine.tasks.jobs import (
@@ -167,9 +167,9 @@ def _prompts(client: Engine, texts: Sequence[str], settings: TranslateSettings,
 
 def _request(client: Engine, texts: Sequence[str], prompts: Sequence[SegmentPrompt],
              settings: TranslateSettings, sampling: SamplingParams) -> BatchRequest:
-    longest = max(len(client.tokenize(t)) for t in texts)
+    longest = max(client.count_tokens(t) for t in texts)
     max_tokens = int(longest * settings.max_ratio) + 16
-    items = tuple(BatchItem(p.tokens) for p in prompts)
+    items = tuple(p.item() for p in prompts)
     return BatchRequest(items, replace(sampling, max_tokens=max_tokens, stop=("\n",)),
                         n_parallel=settings.n_parallel, logprobs=True)
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine.api import Engine
-from engine.options import ChatMessage
+from engine.api import Engine, Feature
+from engine.options import BatchItem, ChatMessage
 from engine.tasks.glossary import GlossaryEntry
 from engine.tasks.language import language_code
 
@@ -47,9 +47,14 @@ EXAMPLES = {
 
 @dataclass(frozen=True, slots=True)
 class SegmentPrompt:
-    tokens: tuple[int, ...]
+    tokens: tuple[int, ...]  # () on a backend without exact tokens: then messages or text
     instructions: tuple[str, ...]  # the prompt's lines other than the segment (echo check)
     labels: tuple[str, ...]  # answer prefixes a model may write ("German:")
+    messages: tuple[ChatMessage, ...] = ()
+    text: str = ""
+
+    def item(self) -> BatchItem:
+        return BatchItem(self.tokens, messages=self.messages, text=self.text)
 
 
 def _instruction(source: str, target: str) -> str:
@@ -85,6 +90,8 @@ def segment_prompt(client: Engine, text: str, source: str, target: str,
         shots = _examples(source, target)
         prompt = "\n".join(lines) + "\n" + shots + f"{source}: {text}\n{target}:"
         echoes = tuple(lines) + tuple(x for x in shots.split("\n") if x)
+        if not client.capabilities.has(Feature.EXACT_TOKENS):
+            return SegmentPrompt((), echoes, labels, text=prompt)
         return SegmentPrompt(tuple(client.tokenize(prompt, add_bos=True, special=False)),
                              echoes, labels)
     if form == "system":
@@ -95,4 +102,6 @@ def segment_prompt(client: Engine, text: str, source: str, target: str,
         if form == "glossary_hint" and terms:
             lines.append(glossary_line(terms))
         messages = [ChatMessage("user", "\n".join(lines) + "\n\n" + text)]
+    if not client.capabilities.has(Feature.EXACT_TOKENS):
+        return SegmentPrompt((), tuple(lines), labels, messages=tuple(messages))
     return SegmentPrompt(client.chat_prompt(messages).tokens, tuple(lines), labels)

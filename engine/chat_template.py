@@ -1,8 +1,12 @@
-"""Chat prompts rendered from the model's own ``tokenizer.chat_template``.
+"""Chat prompts rendered from the model's own ``tokenizer.chat_template`` (by the runtime
+for a local model, and by the remote engine for a llama.cpp server's ``/props`` template,
+so a model's prompts are the same text wherever it runs).
 
 Templates come from model files, which are untrusted input: they render only in Jinja's
 ``ImmutableSandboxedEnvironment`` (the fix for CVE-2024-34359; jinja2>=3.1.6 closes later
-sandbox escapes). Models without a template fall back to ChatML, said so in ``source``.
+sandbox escapes), within time, size and memory limits (``template_guard``). Models without
+a template, or whose template fails a trial rendering at load (it breaks a limit, fails, or
+leaves the user's message out), fall back to ChatML; ``source`` and ``problem`` say so.
 """
 
 from __future__ import annotations
@@ -18,10 +22,10 @@ from typing import Any
 
 import jinja2
 import jinja2.ext
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine.errors import BadRequestError
 from engine.options import ChatMessage
+from engine.template_guard import GuardedEnvironment
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -127,18 +131,38 @@ class RenderedPrompt:
         return RenderedPrompt(self.text + content, (*self.content_spans, (end, end + len(content))))
 
 
+FALLBACK = "fallback (ChatML)"
+_PROBE = (ChatMessage("user", "Hello, how are you?"),)
+_OUTPUT_FLOOR = 1 << 20  # characters a rendering may produce beyond 4x the messages' text
+
+
 @dataclass(frozen=True)
 class ChatTemplate:
-    source: str  # "model" or "fallback (ChatML)"
+    source: str  # "model" or FALLBACK
     template: str
     bos_token: str = ""
     eos_token: str = ""
+    problem: str = ""  # why the model's own template is not used, for the user
 
     @classmethod
-    def from_model(cls, template: str | None, bos_token: str, eos_token: str) -> ChatTemplate:
-        if template:
-            return cls("model", template, bos_token, eos_token)
-        return cls("fallback (ChatML)", CHATML_TEMPLATE, bos_token, eos_token)
+    def from_model(cls, template: object, bos_token: str, eos_token: str) -> ChatTemplate:
+        """The model's template if it renders a trial conversation with the user's message
+        in it; else ChatML, with the reason in ``problem``."""
+        if not template:
+            return cls(FALLBACK, CHATML_TEMPLATE, bos_token, eos_token)
+        if not isinstance(template, str):
+            return cls(FALLBACK, CHATML_TEMPLATE, bos_token, eos_token,
+                       "the model's chat template is not text")
+        own = cls("model", template, bos_token, eos_token)
+        try:
+            rendered = own.render_prompt(_PROBE)
+        except BadRequestError as exc:
+            return cls(FALLBACK, CHATML_TEMPLATE, bos_token, eos_token, str(exc))
+        if _PROBE[0].content not in rendered.text:
+            return cls(FALLBACK, CHATML_TEMPLATE, bos_token, eos_token,
+                       "The model's chat template leaves the user's message out of the "
+                       "prompt.")
+        return own
 
     def render(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:
         return self._render([m.content for m in messages], messages, add_generation_prompt)
@@ -180,16 +204,17 @@ class ChatTemplate:
 
     def _render(self, contents: Sequence[str], messages: Sequence[ChatMessage],
                 add_generation_prompt: bool) -> str:
-        env = ImmutableSandboxedEnvironment(
+        env = GuardedEnvironment(
             loader=jinja2.BaseLoader(),
             trim_blocks=True,
             lstrip_blocks=True,
             extensions=[_IgnoreGenerationTags, jinja2.ext.loopcontrols],
+            max_output=_OUTPUT_FLOOR + 4 * sum(len(c) for c in contents),
         )
         env.filters["tojson"] = _tojson
         try:
-            compiled = env.from_string(self.template)
-            return compiled.render(
+            return env.render_bounded(
+                self.template,
                 messages=[{"role": m.role, "content": c} for m, c in zip(messages, contents,
                                                                           strict=True)],
                 bos_token=self.bos_token,
@@ -202,3 +227,6 @@ class ChatTemplate:
             raise
         except jinja2.TemplateError as exc:
             raise BadRequestError(f"The model's chat template failed to render: {exc}") from exc
+        except Exception as exc:  # untrusted code: any failure is the template's
+            raise BadRequestError(f"The model's chat template failed to render "
+                                  f"({type(exc).__name__}: {exc})") from exc
