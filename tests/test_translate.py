@@ -118,8 +118,11 @@ def test_retranslate_one_segment(client, notes_translation):
     assert again.segments[:index] == translation.segments[:index]
     assert again.segments[index + 1:] == translation.segments[index + 1:]
     assert again.segments[index].source == translation.segments[index].source
+    # Greedy again is the same text each time (decoded alone: a segment decoded beside others
+    # in the first run may differ, llama.cpp's kernels are not batch-invariant).
     greedy = retranslate(client, translation, index, settings, GREEDY)
-    assert greedy.segments[index].text == translation.segments[index].text
+    assert greedy.segments[index] == retranslate(client, translation, index, settings,
+                                                 GREEDY).segments[index]
 
 
 def test_exports_open_and_keep_styles(notes_translation, tmp_path: Path):
