@@ -364,9 +364,11 @@ class EngineBridge(QObject):
                  parent: QObject | None = None) -> None:
         super().__init__(parent)
         if engine_factory is None:
+            from engine.remote.router import EngineRouter
             from engine.worker import EngineClient
 
-            engine_factory = EngineClient
+            def engine_factory() -> Engine:
+                return EngineRouter(lambda: EngineClient(persist_sessions=True))
         self.engine: Engine = engine_factory()
         self.loaded: ModelLoaded | None = None
         self.loading: LoadSettings | None = None

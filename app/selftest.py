@@ -139,6 +139,7 @@ def _run(report: _Report, home: Path) -> None:
     from engine.catalog import bundled_model_path
     from engine.events import Done, Error, ModelLoaded
     from engine.options import ChatMessage, ChatRequest, SamplingParams
+    from engine.remote.router import EngineRouter
     from engine.store import ConversationStore
     from engine.worker import EngineClient
 
@@ -169,6 +170,8 @@ def _run(report: _Report, home: Path) -> None:
         if failed:
             raise SelfTestFailed(f"the bundled model did not load: {failed[0].message}")
         engine = window.bridge.engine
+        if isinstance(engine, EngineRouter):
+            engine = engine.active
         if not isinstance(engine, EngineClient):  # the self-test checks the packaged engine
             raise SelfTestFailed(f"the window runs {engine.capabilities.backend}, not the "
                                  "engine process")

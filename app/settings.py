@@ -27,6 +27,7 @@ class AppSettings:
     n_ctx: int = 0
     flash_attn: bool = False
     n_gpu_layers: int = 0
+    gpu_layers_auto: bool = True  # on a GPU build: as many layers as fit (the fit estimate)
     kv_type: str = KVType.F16.value
     theme: str = "system"
     context_policy: str = ContextPolicy.REFUSE.value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt
@@ -21,35 +22,52 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.background import Background
 from app.bridge import EngineBridge
+from app.hub_service import HubService, real_hub_service
+from app.machine import machine
 from app.panels.chat import ChatPanel
+from app.panels.models import ModelsPanel
 from app.panels.summarize import SummarizePanel
 from app.panels.translate import TranslatePanel
 from app.panels.workbench import WorkbenchPanel
 from app.presets import load_presets
 from app.settings import AppSettings
 from app.theme import ICONS, ThemeManager, icon
-from app.widgets.model_picker import ModelPicker
+from app.widgets.message_view import placeholder_for
+from app.widgets.model_picker import ModelPicker, remote_key
 from app.widgets.settings_dialog import SettingsDialog
 from app.widgets.status_bar import StatusBar
 from engine.api import Engine
-from engine.catalog import bundled_model_path
+from engine.catalog import bundled_model_path, read_model_info
+from engine.catalog.fit import default_gpu_layers
+from engine.errors import VersoError
 from engine.events import Error, ErrorKind, ModelLoaded, Progress
+from engine.library.local import ModelLibrary
 from engine.model_ref import ModelRef
+from engine.options import KVType, LoadSettings
+from engine.remote.router import EngineRouter
 from engine.store import ConversationStore
 
 log = logging.getLogger(__name__)
 
-_LOAD_FIELDS = ("n_threads", "n_ctx", "flash_attn", "n_gpu_layers", "kv_type")
+def _picker_key(loaded: ModelLoaded) -> str | None:
+    return loaded.local_path if loaded.ref.is_local else remote_key(loaded.ref)
+
+
+_LOAD_FIELDS = ("n_threads", "n_ctx", "flash_attn", "n_gpu_layers", "kv_type",
+                "gpu_layers_auto")
 
 
 class MainWindow(QMainWindow):
     def __init__(self, settings: AppSettings | None = None,
                  store: ConversationStore | None = None,
                  engine_factory: Callable[[], Engine] | None = None,
-                 autoload: bool = True) -> None:
+                 autoload: bool = True,
+                 hub_factory: Callable[[], HubService | None] = real_hub_service) -> None:
         """``engine_factory`` makes the engine the bridge drives (default: the engine
-        process's ``EngineClient``; tests pass one returning a ``FakeEngine``)."""
+        process's ``EngineClient``; tests pass one returning a ``FakeEngine``);
+        ``hub_factory`` the Models panel's model hub (tests pass a scripted one)."""
         super().__init__()
         self.setWindowTitle("Verso")
         self.setWindowIcon(QIcon(str(ICONS / "verso.svg")))
@@ -63,10 +81,14 @@ class MainWindow(QMainWindow):
         assert isinstance(app, QApplication), "the main window needs a QApplication"
         self.theme = ThemeManager.for_app(app, self.settings.theme)
         self.bridge = EngineBridge(engine_factory, self)
+        self.background = Background(self)
+        self._hub_factory = hub_factory
         self._closed = False
+        machine().probe()
 
         self.picker = ModelPicker()
         self.picker.load_requested.connect(self.load_model)
+        self.picker.remote_requested.connect(self.load_remote)
         self.picker.cancel_requested.connect(self.bridge.cancel_load)
         self.status = StatusBar()
         self.setStatusBar(self.status)
@@ -87,6 +109,9 @@ class MainWindow(QMainWindow):
         self.bridge.load_cancelled.connect(self._load_cancelled)
         self.theme.changed.connect(self._retint)
         self.picker.refresh(self.settings.n_ctx, self.settings.kv_type)
+        self.background.run(lambda: ModelLibrary().purge(), lambda _n: None,
+                            lambda exc: log.warning("emptying the model trash failed: %s", exc))
+        self.models.refresh()
         if interrupted:
             self.status.showMessage(f"{interrupted} reply(s) were cut off when Verso last "
                                     "closed; their text is kept.", 10000)
@@ -154,6 +179,15 @@ class MainWindow(QMainWindow):
         self.workbench = WorkbenchPanel(self.bridge, lambda: self.settings)
         self.workbench.status_message.connect(lambda text: self.status.showMessage(text, 8000))
         self._add_panel("Workbench", "workbench", self.workbench)
+        self.models = ModelsPanel(lambda: self.settings, self._hub_factory())
+        self.models.status_message.connect(lambda text: self.status.showMessage(text, 8000))
+        self.models.undo_offered.connect(self.status.show_undo)
+        self.models.load_requested.connect(self.load_model)
+        self.models.library_changed.connect(
+            lambda: self.picker.refresh(self.settings.n_ctx, self.settings.kv_type))
+        self._add_panel("Models", "models", self.models)
+        for banner in (self.summarize.advice, self.translate.advice):
+            banner.find_model.connect(self.find_model)
         self.sidebar.currentRowChanged.connect(self.stack.setCurrentIndex)
         self.sidebar.setCurrentRow(0)
         central = QWidget()
@@ -216,9 +250,46 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ models
 
+    def show_panel(self, panel: QWidget) -> None:
+        self.sidebar.setCurrentRow(self.stack.indexOf(panel))
+
+    def find_model(self, language: str | None = None) -> None:
+        """Open the Models panel's hub search for a model better suited to a task."""
+        self.show_panel(self.models)
+        self.models.find_model(language)
+
+    def _gpu_layers_for(self, path: str, auto: bool | None = None) -> int:
+        """The GPU layers to load ``path`` with: the setting, or, when GPU layers are chosen
+        automatically, as many as the fit estimate puts in the GPU's free memory."""
+        m = machine()
+        auto = self.settings.gpu_layers_auto if auto is None else auto
+        if not auto or m.gpu is None or not m.gpu.usable:
+            return self.settings.n_gpu_layers
+        model = next((x for x in self.models.local.models if str(x.path) == path), None)
+        try:
+            info = model.entry.info if model is not None else read_model_info(path)
+        except VersoError:
+            return self.settings.n_gpu_layers
+        if info is None:
+            return self.settings.n_gpu_layers
+        return default_gpu_layers(info, self.settings.n_ctx, KVType(self.settings.kv_type),
+                                  m.vram_free(), model.sizes if model is not None else None,
+                                  self.settings.flash_attn)
+
     def _load_ref(self, ref: ModelRef) -> None:
         if ref.local_path is not None:
             self.load_model(ref.local_path)
+        else:
+            self.load_remote(ref)
+
+    def load_remote(self, ref: ModelRef) -> None:
+        """A model on a saved server: the engine router connects to it."""
+        loading = self.bridge.loading
+        if loading is not None and loading.model is not None and ref.same_model(loading.model):
+            return
+        self.picker.set_loading(ref.label)
+        self.status.set_model(self.bridge.loaded, f"Connecting to {ref.location}…")
+        self.bridge.load(LoadSettings.remote(ref, n_ctx=self.settings.n_ctx))
 
     def load_model(self, path: str) -> None:
         if self.bridge.loading is not None and self.bridge.loading.path == path:
@@ -226,24 +297,53 @@ class MainWindow(QMainWindow):
         self.picker.set_loading(Path(path).stem)
         self.status.set_model(self.bridge.loaded, "loading…" if self.bridge.loaded else
                               f"Loading {Path(path).stem}…")
-        self.bridge.load(self.settings.load_settings(path))
+        settings = self.settings.load_settings(path)
+        layers = self._gpu_layers_for(path)
+        if layers != settings.n_gpu_layers:
+            settings = replace(settings, n_gpu_layers=layers)
+        self.bridge.load(settings)
 
     def _load_progress(self, event: Progress) -> None:
         if self.bridge.loading is None:
             self.status.showMessage("The engine is restarting and reloading the model…", 5000)
 
     def _model_loaded(self, loaded: ModelLoaded) -> None:
+        self.chat.view.placeholder.setText(placeholder_for(
+            self.bridge.capabilities.backend, loaded.ref.is_local))
         self.picker.set_loading(None)
-        self.picker.set_current(loaded.local_path)
+        self.picker.set_current(_picker_key(loaded))
         self.status.set_model(loaded)
+        self.models.set_loaded(loaded.local_path)
+        self._advise(loaded)
         if loaded.local_path and self.settings.model_path != loaded.local_path:
             self.settings.model_path = loaded.local_path
             self._save_settings()
 
+    def _advise(self, loaded: ModelLoaded) -> None:
+        """Give the task panels the loaded model's header facts for their advice."""
+        path = loaded.local_path
+        banners = (self.summarize.advice, self.translate.advice)
+        if path is None:
+            for banner in banners:
+                banner.set_model(None)
+            return
+
+        def show(info: object) -> None:
+            current = self.bridge.loaded
+            if current is not None and current.local_path == path:
+                for banner in banners:
+                    banner.set_model(info)  # type: ignore[arg-type]
+
+        def unreadable(_exc: Exception) -> None:
+            for banner in banners:
+                banner.set_model(None)
+
+        self.background.run(lambda: read_model_info(path), show, unreadable)
+
     def _load_failed(self, error: Error) -> None:
         self.picker.set_loading(None)
         loaded = self.bridge.loaded
-        self.picker.set_current(loaded.local_path if loaded else None)
+        self.picker.set_current(_picker_key(loaded) if loaded else None)
         self.status.set_model(loaded)
         self.status.showMessage(f"The model could not be loaded: {error.message}", 15000)
         box = QMessageBox(QMessageBox.Icon.Warning, "Model not loaded", error.message,
@@ -254,7 +354,7 @@ class MainWindow(QMainWindow):
     def _load_cancelled(self) -> None:
         self.picker.set_loading(None)
         loaded = self.bridge.loaded
-        self.picker.set_current(loaded.local_path if loaded else None)
+        self.picker.set_current(_picker_key(loaded) if loaded else None)
         self.status.set_model(loaded, "reloads with the next message" if loaded else "")
         self.status.showMessage("Loading was cancelled.", 5000)
 
@@ -266,9 +366,25 @@ class MainWindow(QMainWindow):
     # ---------------------------------------------------------------- settings
 
     def open_settings(self) -> None:
-        dialog = SettingsDialog(self.settings, load_presets(), self)
-        if dialog.exec() == SettingsDialog.DialogCode.Accepted:
+        engine = self.bridge.engine
+        dialog = SettingsDialog(self.settings, load_presets(), self, gpu=machine().gpu,
+                                suggested_layers=self._suggested_layers(),
+                                engine_in_use=engine.capabilities.backend)
+        accepted = dialog.exec() == SettingsDialog.DialogCode.Accepted
+        if isinstance(engine, EngineRouter):  # a server's address or key changed
+            for url in dialog.servers.changed:
+                engine.forget_endpoint(url)
+        if accepted:
             self.apply_settings(dialog.result_settings())
+        elif dialog.servers.changed:
+            self.picker.refresh(self.settings.n_ctx, self.settings.kv_type)
+
+    def _suggested_layers(self) -> tuple[str, int] | None:
+        loaded = self.bridge.loaded
+        m = machine()
+        if loaded is None or loaded.local_path is None or m.gpu is None or not m.gpu.usable:
+            return None
+        return loaded.name, self._gpu_layers_for(loaded.local_path, auto=True)
 
     def apply_settings(self, new: AppSettings) -> None:
         reload = any(getattr(new, f) != getattr(self.settings, f) for f in _LOAD_FIELDS)
@@ -276,9 +392,11 @@ class MainWindow(QMainWindow):
         self._save_settings()
         self.theme.set_mode(new.theme)
         self.picker.refresh(new.n_ctx, new.kv_type)
+        self.models.local.show_models(self.models.local.models)
         loaded = self.bridge.loaded
         if reload and loaded is not None and loaded.local_path:
             self.load_model(loaded.local_path)
+
         self.chat.replies.count_now()
 
     def _save_settings(self) -> None:
@@ -310,7 +428,13 @@ class MainWindow(QMainWindow):
         self.summarize.shutdown()
         self.translate.shutdown()
         self.workbench.shutdown()
+        self.models.shutdown()
+        self.background.shutdown()
         self.bridge.shutdown()
+        try:
+            ModelLibrary().purge()
+        except OSError:
+            log.exception("emptying the model trash failed")
         try:
             self.store.purge_deleted()
         except Exception:

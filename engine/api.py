@@ -45,6 +45,7 @@ class Feature(StrEnum):
     FORCED_TOKENS = "forced tokens (branching)"
     EXACT_TOKENS = "exact tokenization"
     RAW_COMPLETION = "raw completion"
+    JSON_SCHEMA = "JSON Schema output"
 
 
 # SamplingParams fields that need a feature when set to a non-default value.

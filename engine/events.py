@@ -22,6 +22,20 @@ class FinishReason(StrEnum):
     LENGTH = "length"  # max_tokens reached or the context is full
     CANCELLED = "cancelled"
     BANNED = "banned"  # every continuation the model tried contained a banned phrase
+    REPEATING = "repeating"  # the degeneration guard ended an output that kept looping
+
+
+_FINISH_NOTES = {FinishReason.REPEATING: "stopped: the model was repeating itself",
+                 FinishReason.BANNED: "stopped: every continuation held a banned phrase"}
+
+
+def finish_note(reason: FinishReason | str) -> str | None:
+    """What to tell the user about how an output ended, when that is unusual (a loop that
+    was cut off, ...); None for an ordinary end."""
+    try:
+        return _FINISH_NOTES.get(FinishReason(reason))
+    except ValueError:
+        return None
 
 
 class ErrorKind(StrEnum):
@@ -34,6 +48,10 @@ class ErrorKind(StrEnum):
     BAD_REQUEST = "bad_request"  # invalid parameters (e.g. a malformed grammar)
     DOCUMENT_INVALID = "document_invalid"  # a document that cannot be read (see DocumentError)
     UNSUPPORTED = "unsupported"  # the backend lacks a capability the request needs
+    SERVER_UNREACHABLE = "server_unreachable"  # no answer: refused, DNS, TLS, timeout, dropped
+    AUTH_FAILED = "auth_failed"  # the server refused the API key (HTTP 401/403)
+    SERVER_BUSY = "server_busy"  # HTTP 429, or still generating after a stop
+    SERVER_ERROR = "server_error"  # HTTP 404/5xx, or a reply that is not what the API says
     INTERNAL = "internal"
 
 
@@ -57,15 +75,17 @@ class Token:
 
 @dataclass(frozen=True, slots=True)
 class Rollback:
-    """Banned-phrase enforcement undid the last ``n_tokens`` ``Token`` events, whose text adds
-    up to the last ``n_chars`` characters streamed so far: drop them from the display.
-    Generation then resumes from that point with the offending token banned there, so the
-    ``Token`` events that follow replace what was dropped. ``Done.text`` never contains
-    dropped text. Only requests with ``SamplingParams.ban_phrases`` produce this event."""
+    """Banned-phrase enforcement or the degeneration guard undid the last ``n_tokens``
+    ``Token`` events, whose text adds up to the last ``n_chars`` characters streamed so far:
+    drop them from the display. Generation then resumes from that point with the offending
+    token banned there, so the ``Token`` events that follow replace what was dropped (or the
+    output ends, ``FinishReason.REPEATING``). ``Done.text`` never contains dropped text.
+    Only requests with ``SamplingParams.ban_phrases`` or ``loop_guard`` produce this event."""
 
     n_tokens: int
     n_chars: int
-    phrase: str  # the banned phrase that appeared
+    phrase: str  # the banned phrase that appeared, or the words that were repeated
+    repeating: bool = False  # the degeneration guard undid a loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +137,7 @@ class Stats:
     dropped_messages: int = 0
     restored_snapshot: bool = False  # the session's KV state came from the snapshot cache
     rollbacks: int = 0  # times banned-phrase enforcement went back and resampled
+    loops: int = 0  # loops the degeneration guard rolled back (the last may have ended it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +218,18 @@ class SeqToken:
 
 
 @dataclass(frozen=True, slots=True)
+class SeqRollback:
+    """The degeneration guard undid the last ``n_tokens`` ``SeqToken`` events of item
+    ``index`` (their text: the last ``n_chars`` characters streamed for it); see
+    ``Rollback``. ``SeqDone.text`` never contains dropped text."""
+
+    index: int
+    n_tokens: int
+    n_chars: int
+    phrase: str  # the words that were repeated
+
+
+@dataclass(frozen=True, slots=True)
 class SeqDone:
     """One item of a batched request has finished."""
 
@@ -206,6 +239,7 @@ class SeqDone:
     n_tokens: int
     mean_logprob: float | None = None
     forced_tokens: int = 0
+    loops: int = 0  # loops the degeneration guard rolled back
 
 
 def fold_rollbacks(events: Iterable[object]) -> list[Token]:
@@ -230,4 +264,4 @@ def fold_text(parts: list[str], event: object) -> None:
 
 
 Event = (Token | Rollback | Progress | ModelLoaded | ContextTrimmed | Stats | Done | Error
-         | Tokenized | RenderedChat | Scores | AttentionMap | SeqToken | SeqDone)
+         | Tokenized | RenderedChat | Scores | AttentionMap | SeqToken | SeqRollback | SeqDone)

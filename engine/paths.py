@@ -56,3 +56,8 @@ def log_dir() -> Path:
     path = home / "logs" if home else Path(platformdirs.user_log_dir(APP_NAME, appauthor=False))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def kv_snapshot_dir() -> Path:
+    """Conversations' KV snapshots (disposable: deleting the folder only costs warmth)."""
+    return data_dir() / "kv-snapshots"

@@ -26,3 +26,26 @@ def split_items(text: str) -> list[str]:
 def split_list(text: str) -> list[str]:
     """The non-empty items, stripped."""
     return [item.strip() for item in split_items(text) if item.strip()]
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+_ESCAPED = {v: k for k, v in _ESCAPES.items()}
+
+
+def unescape(text: str) -> str:
+    """``\\n``, ``\\t`` and ``\\\\`` as a line break, a tab and a backslash (any other
+    backslash is kept): how a one-line field or flag gives a text holding a line break."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in _ESCAPES:
+            out.append(_ESCAPES[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def escape(text: str) -> str:
+    """The inverse of ``unescape``."""
+    return "".join("\\" + _ESCAPED[ch] if ch in _ESCAPED else ch for ch in text)

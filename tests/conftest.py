@@ -23,11 +23,13 @@ LOAD_TIMEOUT_MS = 180_000
 
 # Fixtures whose use makes a test a real-model (or real engine process) test: marked `model`,
 # so `pytest -m "not model"` is the fast unit tier (fake engine, pure logic).
-_MODEL_FIXTURES = frozenset({"smol_path", "gemma_path", "make_window"})
+_MODEL_FIXTURES = frozenset({"smol_path", "gemma_path", "make_window", "llama_server"})
 # Modules whose tests drive the real engine without those fixtures (the `verso` CLI with its
 # bundled default model, the engine process, the app started from source).
 _REAL_ENGINE_MODULES = frozenset({"test_cli", "test_cli_generation", "test_worker",
-                                  "test_attention", "test_classify", "test_packaging"})
+                                  "test_attention", "test_classify", "test_packaging",
+                                  "test_remote_llama_server", "test_remote_openai_server",
+                                  "test_loop_guard_model"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -45,12 +47,21 @@ def verso_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
     monkeypatch.setenv("VERSO_HOME", str(home))
     monkeypatch.setenv("VERSO_MODELS_DIR", str(home / "models"))
     # Secrets go to a per-test file keyring (also in CLI processes the test starts).
-    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "engine.testing.test_keyring.TestKeyring")
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "engine.testing.test_keyring.FileKeyring")
     import keyring
 
-    from engine.testing.test_keyring import TestKeyring
-    keyring.set_keyring(TestKeyring())
+    from engine.testing.test_keyring import FileKeyring
+    keyring.set_keyring(FileKeyring())
     return home
+
+
+@pytest.fixture(autouse=True)
+def fresh_classify_priors() -> None:
+    """Content-free priors are cached per process by model and prompt; a scripted engine's
+    scores differ between tests, so no test sees another's."""
+    from engine.tasks.classify import PRIORS
+
+    PRIORS.clear()
 
 
 def _bundled_model() -> Path:
@@ -73,6 +84,23 @@ def gemma_path() -> Path:
 
         assemble(output_path=GEMMA_PATH)
     return GEMMA_PATH
+
+
+SERVER_KEY = "verso-test-key"
+
+
+@pytest.fixture(scope="session")
+def llama_server(smol_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """llama.cpp's llama-server with SmolLM2 on a free loopback port, shared by the session:
+    4 slots of 1,024 tokens, one thread, API key ``SERVER_KEY``. Yields its URL."""
+    from tests.remote_servers import start_llama_server
+
+    server = start_llama_server(smol_path, tmp_path_factory.mktemp("llama-server"),
+                                slots=4, ctx=4096, api_key=SERVER_KEY)
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -143,7 +143,8 @@ def test_batch_over_a_file_writes_the_cli_csv(qtbot, window, view, tmp_path):
     assert view.export_button.isEnabled() and view.export_csv(out)
     with open(out, encoding="utf-8", newline="") as handle:
         rows = list(csv.reader(handle))
-    assert rows[0] == ["text", "label", "p_positive", "p_negative"]
+    assert rows[0] == ["text", "label", "p_positive", "p_negative", "calibrated", "raw_label",
+                       "raw_p_positive", "raw_p_negative"]
     assert len(rows) == 1 + len(lines)
     for row, line, (_text, result) in zip(rows[1:], lines, view.batch_rows, strict=True):
         assert row[0] == line and row[1] == result.label

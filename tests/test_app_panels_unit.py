@@ -173,6 +173,65 @@ def test_workbench_uses_every_feature_the_backend_has(qtbot, fake_window):
     assert blocker.args[0] is None and view.result is not None and "score" in engine.ops()
 
 
+def _meh_scorer(prompt: str, continuation: str) -> float:
+    """A model that prefers "meh" whatever the text; "great" lifts "good", not above it."""
+    text = prompt.rsplit("<user>", 1)[-1]
+    if continuation.strip().startswith("meh"):
+        return -1.0
+    return -3.0 + (1.5 if "great" in text else 0.0)
+
+
+def _classify_one(qtbot, view, text: str):  # type: ignore[no-untyped-def]
+    view.text.setPlainText(text)
+    with qtbot.waitSignal(view.finished, timeout=TIMEOUT_MS) as blocker:
+        assert view.run() is not None, view.problems()
+        assert not view.calibrate.isEnabled()  # fixed while it runs
+    assert blocker.args[0] is None and view.calibrate.isEnabled()
+    return view.result
+
+
+def test_the_calibration_switch_reaches_the_engine_and_the_result(qtbot, fake_window,
+                                                                 tmp_path):
+    engine = FakeEngine(scorer=_meh_scorer)
+    wb = _workbench(fake_window(engine))
+    wb.work.setCurrentIndex(CLASSIFY)
+    view = wb.classify
+    view.set_labels(["good", "meh"])
+    assert view.calibrate.isChecked() and view.spec().calibrate  # on by default
+    result = _classify_one(qtbot, view, "What a great day.")
+    assert result.calibrated and result.label == "good" and result.raw_label == "meh"
+    assert engine.ops().count("score") == 1 + 3  # the text, then the content-free texts
+    note = view.calibration_note.text()
+    assert "the model's own pick is meh" in note and "that say nothing it gives meh" in note
+    assert view.bars.chosen == "good" and view.result_title.text().startswith("good")
+
+    view.calibrate.setChecked(False)
+    assert not view.spec().calibrate
+    result = _classify_one(qtbot, view, "What a great day.")
+    assert not result.calibrated and result.label == "meh"
+    assert engine.ops().count("score") == 1 + 3 + 1
+    assert view.calibration_note.text().startswith("Not calibrated")
+
+    source = tmp_path / "days.txt"
+    source.write_text("A great day.\nAnother great day.\n", encoding="utf-8")
+    for on, header, label in ((True, "Raw label", "good"), (False, "meh", "meh")):
+        view.calibrate.setChecked(on)
+        assert view.open_file(source)
+        with qtbot.waitSignal(view.finished, timeout=TIMEOUT_MS):
+            assert view.run_batch() is not None
+        last = view.table.columnCount() - 1
+        assert view.table.horizontalHeaderItem(last).text() == header
+        assert [view.table.item(r, 1).text() for r in range(2)] == [label, label]
+        if on:
+            assert [view.table.item(r, last).text() for r in range(2)] == ["meh", "meh"]
+    # The choice is kept for the next session.
+    view.calibrate.setChecked(False)
+    view.save_setup()
+    again = type(view)(view.bridge)
+    qtbot.addWidget(again)
+    assert not again.calibrate.isChecked()
+
+
 # ------------------------------------------------------------ document panels
 
 TEXT = ("We walked along the river to the sea.\n\nThe river was wide and calm.\n\n"

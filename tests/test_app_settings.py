@@ -89,7 +89,7 @@ def test_sampling_form_is_generated_from_the_schema(qtbot):
 def test_gpu_layers_greyed_out_with_the_reason(qtbot, monkeypatch, available):
     reason = "Unavailable: CPU-only build" if not available else "Backends: CUDA"
     monkeypatch.setattr(settings_dialog, "gpu_offload", lambda: (available, reason))
-    dialog = SettingsDialog(AppSettings(n_gpu_layers=0), load_presets())
+    dialog = SettingsDialog(AppSettings(n_gpu_layers=0, gpu_layers_auto=False), load_presets())
     qtbot.addWidget(dialog)
     assert dialog.gpu_layers.isEnabled() is available
     assert dialog.gpu_reason.text() == reason

@@ -14,6 +14,7 @@ from app.panels.summarize import EXTRACTIVE, MULTI, SummarizePanel
 from app.window import MainWindow
 from engine.events import Done, FinishReason
 from engine.store.jobs import JobStore
+from engine.tasks.citations import Point
 from engine.tasks.jobs import TaskProgress
 from engine.tasks.summarize import Mode
 from tests.test_documents import _encrypted_pdf, _make_docx
@@ -117,18 +118,28 @@ def test_abstractive_summary_cites_chunks_and_a_click_shows_the_source(qtbot, ma
     assert out.startswith("# Summary of printing.pdf") and "## Sources" in out
     assert f"[{first}] printing.pdf, p. " in out
 
-    # A final step with no usable point: the model's notes on each chunk stand in, linked.
-    notes_only = replace(panel.outcome, result=replace(result, points=()))
-    panel._show(notes_only, panel._documents)
-    lines = notes_only.result.note_lines()
-    assert lines and "notes on" in panel.result_note.text()
+    # A failed final step: the notes on each chunk stand in, linked, with the reason shown;
+    # a point the cited chunk does not support is flagged with its explanation.
+    lines = result.note_lines()
+    notes = tuple(Point(text, (cid,), support=1.0) for cid, text in lines)
+    reason = ("The model's final step failed (it repeated the sentence “The press is sorted.” "
+              "9 times), so its notes on each chunk are shown instead.")
+    fallback = replace(panel.outcome, result=replace(
+        result, points=(*notes[:-1], replace(notes[-1], support=0.1)), fallback=reason))
+    panel._show(fallback, panel._documents)
+    assert "final step failed" in panel.result_note.text()
+    assert "1 unsupported" in panel.result_note.text()
+    shown = " ".join(panel.result_view.toPlainText().split())
+    assert reason in shown and "(unsupported)" in shown
+    assert "1 point is marked unsupported" in shown
     html = panel.result_view.toHtml()
-    assert all(f'href="cite:{cid}:-1"' in html for cid, _ in lines)
+    assert all(f'href="cite:{cid}:{i}"' in html for i, (cid, _) in enumerate(lines))
     cid, note = lines[-1]
-    panel.result_view.anchorClicked.emit(QUrl(f"cite:{cid}:-1"))
+    panel.result_view.anchorClicked.emit(QUrl(f"cite:{cid}:{len(lines) - 1}"))
     assert panel.source_view.toPlainText().startswith(f"[{cid}] printing.pdf, p")
     out = panel.markdown()
-    assert f"- {note} [{cid}]" in out and f"[{cid}] printing.pdf, p" in out.split("## Sources")[1]
+    assert reason in out and f"- {note} [{cid}] (unsupported)" in out
+    assert f"[{cid}] printing.pdf, p" in out.split("## Sources")[1]
 
 
 def test_cancel_then_resume_reuses_finished_steps(qtbot, make_window, files):

@@ -2,9 +2,9 @@ import jinja2
 import pytest
 
 from engine.catalog import read_model_info
+from engine.chat_template import CHATML_TEMPLATE, ChatTemplate
 from engine.errors import BadRequestError
 from engine.options import ChatMessage
-from engine.runtime.chat_template import CHATML_TEMPLATE, ChatTemplate
 
 CONVERSATION = [
     ChatMessage("system", "You are terse."),

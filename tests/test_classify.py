@@ -15,7 +15,15 @@ from engine.events import Done, ModelLoaded, Token
 from engine.options import GREEDY, ChatMessage, CompletionRequest, LoadSettings
 from engine.runtime.in_process import InProcessEngine
 from engine.runtime.runtime import Runtime
-from engine.tasks.classify import classify, classify_many, softmax, write_csv
+from engine.tasks.classify import (
+    CONTENT_FREE,
+    PriorCache,
+    calibrate,
+    classify,
+    classify_many,
+    softmax,
+    write_csv,
+)
 from engine.worker import EngineClient
 
 LABELS = ("positive", "negative")
@@ -64,8 +72,10 @@ def test_model_without_chat_template_uses_the_base_prompt_in_process(gemma_path)
     try:
         assert not rt.loaded.has_chat_template
         engine = InProcessEngine(rt)
+        # Uncalibrated: Gemma's prior for "positive" (0.82 on content-free texts) is as high
+        # as its score for this clear praise, so calibration leaves it near 50/50.
         for text, expected in ((POSITIVE, "positive"), (NEGATIVE, "negative")):
-            result = classify(engine, text, LABELS)
+            result = classify(engine, text, LABELS, calibrated=False)
             assert_distribution(result)
             assert result.label == expected
             base = classify(engine, text, LABELS, chat=False).logprobs
@@ -78,18 +88,46 @@ def test_model_without_chat_template_uses_the_base_prompt_in_process(gemma_path)
 
 def test_probabilities_are_the_softmax_of_label_logprobs(client):
     labels = ("very positive", "negative", "neutral")
-    result = classify(client, POSITIVE, labels, instruction="Rate the review: {labels}.")
-    assert list(result.probabilities) == list(labels)
+    result = classify(client, POSITIVE, labels, instruction="Rate the review: {labels}.",
+                      calibrated=False)
+    assert list(result.probabilities) == list(labels) and not result.calibrated
     expected = softmax([result.logprobs[label] for label in labels])
     assert [result.probabilities[label] for label in labels] == pytest.approx(expected)
     assert math.fsum(result.probabilities.values()) == pytest.approx(1.0)
+
+
+ISSUE_EXAMPLE = "I love this phone, the battery lasts forever."  # issue 14
+SENTIMENT = ("positive", "negative", "neutral")
+
+
+def test_calibration_divides_out_the_models_content_free_prior(client):
+    """On the issue's example: the prior is the mean of the model's distributions for the
+    content-free texts, each computed here on its own, and the calibrated distribution is
+    the raw one divided by it, so the label the model favours on empty input loses ground
+    and the one it avoids gains."""
+    result = classify(client, ISSUE_EXAMPLE, SENTIMENT, cache=PriorCache())
+    raw = classify(client, ISSUE_EXAMPLE, SENTIMENT, calibrated=False)
+    assert result.calibrated and result.raw_probabilities == pytest.approx(raw.probabilities)
+    free = [classify(client, text, SENTIMENT, calibrated=False).probabilities
+            for text in CONTENT_FREE]
+    prior = {label: math.fsum(p[label] for p in free) / len(free) for label in SENTIMENT}
+    assert result.prior == pytest.approx(prior, abs=1e-6)
+    expected = calibrate([raw.probabilities[label] for label in SENTIMENT],
+                         [prior[label] for label in SENTIMENT])
+    assert [result.probabilities[label] for label in SENTIMENT] == pytest.approx(expected)
+    favoured = max(prior, key=prior.__getitem__)
+    avoided = min(prior, key=prior.__getitem__)
+    assert favoured != avoided
+    assert result.probabilities[favoured] < raw.probabilities[favoured]
+    assert result.probabilities[avoided] > raw.probabilities[avoided]
 
 
 def test_batch_classification_writes_csv(client):
     out = io.StringIO()
     write_csv(classify_many(client, [POSITIVE, NEGATIVE], LABELS), LABELS, out)
     rows = list(csv.reader(io.StringIO(out.getvalue())))
-    assert rows[0] == ["text", "label", "p_positive", "p_negative"]
+    assert rows[0] == ["text", "label", "p_positive", "p_negative", "calibrated", "raw_label",
+                       "raw_p_positive", "raw_p_negative"]
     assert [r[0] for r in rows[1:]] == [POSITIVE, NEGATIVE]
     assert [r[1] for r in rows[1:]] == ["positive", "negative"]
     for row in rows[1:]:

@@ -98,8 +98,10 @@ def test_classify_csv_from_stdin_and_json_from_file(tmp_path):
     result = verso("classify", "--labels", "positive,negative", *ONE_THREAD, stdin=texts)
     assert result.returncode == 0, result.stderr
     rows = list(csv.reader(io.StringIO(result.stdout)))
-    assert rows[0] == ["text", "label", "p_positive", "p_negative"]
+    assert rows[0] == ["text", "label", "p_positive", "p_negative", "calibrated", "raw_label",
+                       "raw_p_positive", "raw_p_negative"]
     assert [r[1] for r in rows[1:]] == ["positive", "negative"]
+    assert all(r[4] == "true" for r in rows[1:])
     for row in rows[1:]:
         assert float(row[2]) + float(row[3]) == pytest.approx(1.0, abs=1e-5)
     source = tmp_path / "texts.txt"
@@ -110,6 +112,15 @@ def test_classify_csv_from_stdin_and_json_from_file(tmp_path):
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["label"] for line in lines] == ["positive", "negative"]
     assert sum(lines[0]["probabilities"].values()) == pytest.approx(1.0)
+    assert all(line["calibrated"] for line in lines)
+    result = verso("classify", "--labels", "positive,negative", "--json", "--no-calibrate",
+                   str(source), *ONE_THREAD)
+    assert result.returncode == 0, result.stderr
+    raw = [json.loads(line) for line in result.stdout.splitlines()]
+    assert not any(line["calibrated"] for line in raw)
+    for calibrated, uncalibrated in zip(lines, raw, strict=True):
+        assert uncalibrated["probabilities"] == pytest.approx(calibrated["raw_probabilities"],
+                                                              abs=1e-4)
 
 
 @pytest.mark.parametrize("args, message", [

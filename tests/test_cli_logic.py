@@ -94,13 +94,42 @@ def test_classify_needs_scoring():
 
 
 def test_classify_scores_each_line_on_the_engine():
-    code, out, _, fake = run(["classify", "--labels", "good,not good at all", "--json"],
-                             stdin=io.StringIO("fine\nawful\n"))
+    code, out, _, fake = run(["classify", "--labels", "good,not good at all", "--json",
+                              "--no-calibrate"], stdin=io.StringIO("fine\nawful\n"))
     assert code == EXIT_OK
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["text"] for r in rows] == ["fine", "awful"]
     assert all(r["label"] == "good" for r in rows)  # the fake scores shorter labels higher
+    assert all(not r["calibrated"] and r["prior"] is None for r in rows)
+    assert all(r["raw_probabilities"] == r["probabilities"] for r in rows)
     assert fake.ops().count("score") == 2
+
+
+def _leaning_scorer(prompt: str, continuation: str) -> float:
+    """A model that prefers "meh" whatever the text; "great" lifts "good", not above it."""
+    text = prompt.rsplit("<user>", 1)[-1]
+    if continuation.strip().startswith("meh"):
+        return -1.0
+    return -3.0 + (1.5 if "great" in text and continuation.strip().startswith("good") else 0.0)
+
+
+@pytest.mark.parametrize("flags", [[], ["--calibrate"]])
+def test_classify_calibrates_by_default_and_says_so(flags):
+    lines = "a great day\nanother great day\n"
+    code, out, _, fake = run(["classify", "--labels", "good,meh", "--json", *flags],
+                             FakeEngine(scorer=_leaning_scorer), stdin=io.StringIO(lines))
+    assert code == EXIT_OK
+    rows = [json.loads(line) for line in out.splitlines()]
+    for row in rows:
+        assert row["calibrated"] and row["label"] == "good" and row["raw_label"] == "meh"
+        assert row["raw_probabilities"]["meh"] > row["raw_probabilities"]["good"]
+        assert row["probabilities"]["good"] > 0.5 and row["prior"]["meh"] > 0.8
+    assert fake.ops().count("score") == 3 + 2  # the content-free texts once, then each line
+    code, out, _, _ = run(["classify", "--labels", "good,meh", "--no-calibrate"],
+                          FakeEngine(scorer=_leaning_scorer), stdin=io.StringIO(lines))
+    header, *rows_csv = [line.split(",") for line in out.splitlines()]
+    assert header[:2] == ["text", "label"] and header[4:6] == ["calibrated", "raw_label"]
+    assert [r[1] for r in rows_csv] == ["meh", "meh"] and rows_csv[0][4] == "false"
 
 
 def test_invalid_utf8_on_stdin_names_the_byte_before_loading():

@@ -210,21 +210,26 @@ def test_a_cancelled_summary_resumes_from_its_stored_steps():
     assert result.points
 
 
-def test_translate_runs_on_any_engine_with_glossary_terms_required():
+def test_translate_runs_on_any_engine_with_glossary_terms_placed():
     from engine.tasks.glossary import Glossary, GlossaryEntry
 
-    engine = loaded_fake(respond=lambda prompt: "Der Fluss tritt jeden Frühling über die Ufer.")
+    def respond(prompt: str) -> str:  # the term alone, else a sentence using its rendering
+        segment = any(word in prompt for word in ("river", "1962", "Fishermen"))
+        return "Der Damm veränderte den Fluss." if segment else "Damm"
+
+    engine = loaded_fake(respond=respond)
     settings = TranslateSettings(target="de", source="en",
                                  glossary=Glossary((GlossaryEntry("dam", "Staudamm"),)))
     events = list(translate(engine, document_from_text(TEXT, name="river.txt"), settings))
     translation = events[-1]
     assert isinstance(translation, Translation)
     assert translation.target_language == "de"
+    assert translation.renderings == (("dam", "Damm"),)
     dam = [s for s in translation.segments if "dam" in s.source]
-    assert dam and all("Staudamm" in s.text and s.required == ("Staudamm",) for s in dam)
+    assert dam and all(s.text == "Der Staudamm veränderte den Fluss." for s in dam)
+    assert all(s.required == ("Staudamm",) and s.terms[0].placed == 1 for s in dam)
     requests = [c.request for c in engine.calls if c.op == "generate_batch"]
-    assert isinstance(requests[0], BatchRequest)
-    assert any(item.required == ("Staudamm",) for item in requests[0].items)
+    assert all(isinstance(r, BatchRequest) for r in requests) and len(requests) == 2
 
 
 def test_the_fake_engine_scripts_crashes_and_recovers_like_the_engine_process():

@@ -7,7 +7,7 @@ import keyring.backends.fail
 import pytest
 
 from engine import secrets
-from engine.testing.test_keyring import TestKeyring
+from engine.testing.test_keyring import FileKeyring
 
 
 @pytest.fixture(autouse=True)
@@ -18,7 +18,7 @@ def _forget_session() -> None:
 def test_secret_round_trips_through_the_keyring() -> None:
     stored = secrets.store_secret("endpoint:lab", "sk-123")
     assert stored.in_keyring
-    assert TestKeyring().get_password(secrets.SERVICE, "endpoint:lab") == "sk-123"
+    assert FileKeyring().get_password(secrets.SERVICE, "endpoint:lab") == "sk-123"
     assert secrets.get_secret("endpoint:lab") == "sk-123"
     secrets.delete_secret("endpoint:lab")
     assert secrets.get_secret("endpoint:lab") is None
@@ -30,11 +30,11 @@ def test_without_a_keyring_the_secret_is_kept_for_the_session_only() -> None:
     assert not stored.in_keyring
     assert "session only" in stored.message and "keyring" in stored.message
     assert secrets.get_secret("hub-token") == "hf_abc"
-    assert TestKeyring().get_password(secrets.SERVICE, "hub-token") is None
+    assert FileKeyring().get_password(secrets.SERVICE, "hub-token") is None
 
 
 def test_a_plain_text_file_backend_is_not_a_keyring() -> None:
-    class PlaintextKeyring(TestKeyring):
+    class PlaintextKeyring(FileKeyring):
         pass
 
     PlaintextKeyring.__module__ = "keyrings.alt.file"

@@ -19,10 +19,9 @@ from engine.runtime.batch import generate_batch
 from engine.runtime.in_process import InProcessEngine
 from engine.runtime.runtime import Runtime
 from engine.store.jobs import JobStore
-from engine.tasks.citations import Note, Point, cite
+from engine.tasks.citations import Note, cite
 from engine.tasks.jobs import TaskProgress
 from engine.tasks.summarize import (
-    ChunkRef,
     Form,
     Mode,
     SummarizeSettings,
@@ -221,21 +220,6 @@ def test_prompt_labels_a_small_model_echoes_are_cut_from_its_notes():
     assert _clean_note("Summary:\nThe council met.") == "The council met."
     assert _clean_note("Summary: the council met.\nMore.") == "Summary: the council met.\nMore."
     assert _clean_note("Excerpt:") == "Excerpt:"  # nothing else: kept rather than emptied
-
-
-def test_without_usable_points_the_chunk_notes_stand_in_for_the_summary():
-    refs = tuple(ChunkRef(i, "a.md", None, None, i, i) for i in (1, 2, 3))
-    result = SummaryResult(Mode.ABSTRACTIVE, Form.BULLETS, chunks=refs,
-                           notes={3: "Third note.", 1: "First note.", 2: "  "})
-    assert result.notes_only
-    assert result.to_text() == "- First note. [1]\n- Third note. [3]"
-    stored = SummaryResult(Mode.ABSTRACTIVE, Form.BULLETS, chunks=refs,
-                           notes={"1": "First note."})  # keys as they come back from JSON
-    assert stored.note_lines() == [(1, "First note.")]
-    with_points = replace(result, points=(Point("A point.", (1,)),))
-    assert not with_points.notes_only and with_points.to_text() == "- A point. [1]"
-    assert not replace(result, mode=Mode.EXTRACTIVE).notes_only
-    assert not replace(result, notes={1: " "}).notes_only  # nothing to stand in
 
 
 def test_abstractive_multi_document_cancel_and_resume(runtime: Runtime, docs: list[Document],

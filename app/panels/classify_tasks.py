@@ -24,6 +24,7 @@ class ClassifySpec:
     labels: tuple[str, ...]
     few_shot: tuple[tuple[str, str], ...] = ()
     instruction: str | None = None
+    calibrate: bool = True  # divide out the content-free prior (engine.tasks.classify)
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,8 @@ class Classified:
 def _classify(client, spec: ClassifySpec, text: str,
               cancelled: CancelCheck) -> ClassifyResult:
     try:
-        return classify(client, text, spec.labels, spec.few_shot, spec.instruction)
+        return classify(client, text, spec.labels, spec.few_shot, spec.instruction,
+                        calibrated=spec.calibrate)
     except Cancelled:
         raise
     except VersoError:

@@ -36,6 +36,7 @@ from app.panels.summary_render import (
 from app.widgets.document_picker import DocumentPicker
 from app.widgets.interrupted_jobs import InterruptedJobs
 from app.widgets.linked_text import LinkedTextView
+from app.widgets.task_advice import AdviceBanner
 from app.widgets.task_progress import TaskProgressRow
 from engine.documents import Chunk, Document
 from engine.events import Done, Error
@@ -118,6 +119,7 @@ class SummarizePanel(JobResumePanel):
         subtitle.setObjectName("hint")
         self.picker = DocumentPicker(self._counter(), multiple=True)
         self.picker.changed.connect(self._documents_changed)
+        self.advice = AdviceBanner("summarize")
 
         self.mode = QComboBox()
         for key, label in MODES:
@@ -138,6 +140,8 @@ class SummarizePanel(JobResumePanel):
                                      "citations, larger ones fewer steps.")
         for widget in (self.mode, self.form):
             widget.currentIndexChanged.connect(self._options_changed)
+        self.mode.currentIndexChanged.connect(
+            lambda _i: self.advice.set_applies(self.mode_key != EXTRACTIVE))
         for spin in (self.length, self.chunk_tokens):
             spin.valueChanged.connect(self._options_changed)
         options = QHBoxLayout()
@@ -214,6 +218,7 @@ class SummarizePanel(JobResumePanel):
         layout.setSpacing(8)
         layout.addWidget(title)
         layout.addWidget(subtitle)
+        layout.addWidget(self.advice)
         layout.addWidget(self.picker)
         layout.addLayout(options)
         layout.addLayout(run_row)
@@ -390,9 +395,12 @@ class SummarizePanel(JobResumePanel):
             note = f"{len(result.extracts)} sentences quoted verbatim."
         else:
             steps = len(result.steps_computed) + len(result.steps_reused)
-            note = (f"No usable summary points: the notes on {len(result.note_lines())} chunks "
-                    "are shown instead" if result.notes_only
+            note = ("The final step failed: the fallback is shown (see above)" if result.fallback
                     else f"{len(result.points)} points from {len(result.chunks)} chunks")
+            if result.left_out:
+                note += " · a looping point was left out"
+            if result.unsupported:
+                note += f" · {len(result.unsupported)} unsupported"
             if result.steps_reused:
                 note += f" · resumed: {len(result.steps_reused)} of {steps} steps reused"
             if result.invalid_markers:

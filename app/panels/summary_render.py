@@ -12,7 +12,14 @@ from html import escape
 from engine.documents import Chunk, split_sentences
 from engine.tasks.citations import Point
 from engine.tasks.extractive import Extract
-from engine.tasks.summarize import ChunkRef, Form, Mode, SummaryResult
+from engine.tasks.summarize import (
+    UNSUPPORTED_MARK,
+    UNSUPPORTED_TEXT,
+    ChunkRef,
+    Form,
+    Mode,
+    SummaryResult,
+)
 
 _WORD = re.compile(r"\w+")
 _HEADING = re.compile(r"^#{1,6} ")
@@ -36,13 +43,40 @@ def extract_location(extract: Extract) -> str:
                      + [f"¶ {extract.paragraph}"])
 
 
-NOTES_ONLY_TEXT = ("The model's final step gave no usable summary points, so here are its "
-                   "notes on each chunk. A larger model, or longer chunks (fewer notes to "
-                   "combine), usually does better.")
+FALLBACK_ADVICE = ("A larger model, or longer chunks (fewer notes to combine), usually does "
+                   "better.")
+UNSUPPORTED_COLOUR = "#c62828"
+_INFERRED = ' <small title="The model gave no citation; this is the closest chunk.">' \
+            "(inferred)</small>"
+
+
+def fallback_text(result: SummaryResult) -> str:
+    return f"{result.fallback} {FALLBACK_ADVICE}" if result.fallback else ""
+
+
+def unsupported_legend(result: SummaryResult) -> str:
+    count = len(result.unsupported)
+    if not count:
+        return ""
+    which = "1 point is" if count == 1 else f"{count} points are"
+    return (f"{which} marked {UNSUPPORTED_MARK}: few of the words of such a point occur in the "
+            "chunk it cites, so the document may not say it. Click its citation to check.")
 
 
 def _markers_html(point: Point, index: int) -> str:
     return " ".join(f'<a href="cite:{c}:{index}">[{c}]</a>' for c in point.chunks)
+
+
+def _flags_html(point: Point) -> str:
+    html = _INFERRED if point.inferred else ""
+    if point.unsupported:
+        html += (f' <small title="{escape(UNSUPPORTED_TEXT)}" style="color:{UNSUPPORTED_COLOUR}">'
+                 f"<b>({UNSUPPORTED_MARK})</b></small>")
+    return html
+
+
+def _point_html(point: Point, index: int) -> str:
+    return f"{escape(point.text)} {_markers_html(point, index)}{_flags_html(point)}"
 
 
 def summary_html(result: SummaryResult) -> str:
@@ -52,30 +86,25 @@ def summary_html(result: SummaryResult) -> str:
             f'<small><a href="quote:{i}">{escape(extract_location(e))}</a></small></li>'
             for i, e in enumerate(result.extracts))
         return f"<ul>{items}</ul>" if items else "<p>No sentence could be chosen.</p>"
-    if result.notes_only:
-        items = "".join(f'<li>{escape(text)} <a href="cite:{cid}:-1">[{cid}]</a></li>'
-                        for cid, text in result.note_lines())
-        return (f"<p><i>{escape(NOTES_ONLY_TEXT)}</i></p><ul>{items}</ul>")
     if not result.points:
-        return "<p>The model wrote no usable summary. Try another model or a longer length.</p>"
-    inferred = ' <small title="The model gave no citation; this is the closest chunk.">' \
-               "(inferred)</small>"
-    if result.form is Form.PARAGRAPH:
-        body = " ".join(f"{escape(p.text)} {_markers_html(p, i)}"
-                        + (inferred if p.inferred else "")
-                        for i, p in enumerate(result.points))
-        html = f"<p>{body}</p>"
+        why = result.fallback or "The model wrote no usable summary."
+        return f"<p>{escape(why)} Try another model or a longer length.</p>"
+    html = f"<p><i>{escape(fallback_text(result))}</i></p>" if result.fallback else ""
+    if result.left_out:
+        html += f"<p><small><i>{escape(result.left_out)}</i></small></p>"
+    if result.form is Form.PARAGRAPH and not result.fallback:
+        html += "<p>" + " ".join(_point_html(p, i) for i, p in enumerate(result.points)) + "</p>"
     else:
-        html = ""
         for kind, title in (("point", "Key points"), ("action", "Action items")):
             rows = [(i, p) for i, p in enumerate(result.points) if p.kind == kind]
             if not rows:
                 continue
-            if result.form is Form.KEYPOINTS or kind == "action":
+            if (result.form is Form.KEYPOINTS and not result.fallback) or kind == "action":
                 html += f"<h4>{title}</h4>"
-            html += "<ul>" + "".join(
-                f"<li>{escape(p.text)} {_markers_html(p, i)}{inferred if p.inferred else ''}"
-                "</li>" for i, p in rows) + "</ul>"
+            html += "<ul>" + "".join(f"<li>{_point_html(p, i)}</li>" for i, p in rows) + "</ul>"
+    legend = unsupported_legend(result)
+    if legend:
+        html += f'<p><small style="color:{UNSUPPORTED_COLOUR}">{escape(legend)}</small></p>'
     cited = sorted({c for p in result.points for c in p.chunks})
     by_id = {c.id: c for c in result.chunks}
     sources = "".join(f'<a href="cite:{c}:-1">[{c}]</a> {escape(chunk_location(by_id[c]))}<br>'
@@ -90,11 +119,15 @@ def summary_markdown(result: SummaryResult, title: str = "") -> str:
     if result.mode is Mode.EXTRACTIVE:
         lines += [f"> {e.text}\n>\n> — {extract_location(e)}\n" for e in result.extracts]
         return "\n".join(lines).rstrip() + "\n"
-    if result.notes_only:
-        lines += [f"*{NOTES_ONLY_TEXT}*", ""]
+    if result.fallback:
+        lines += [f"*{fallback_text(result)}*", ""]
+    if result.left_out:
+        lines += [f"*{result.left_out}*", ""]
     lines.append(result.to_text())
-    cited = sorted({c for p in result.points for c in p.chunks}
-                   | ({c for c, _ in result.note_lines()} if result.notes_only else set()))
+    legend = unsupported_legend(result)
+    if legend:
+        lines += ["", f"*{legend}*"]
+    cited = sorted({c for p in result.points for c in p.chunks})
     by_id = {c.id: c for c in result.chunks}
     if cited:
         lines += ["", "## Sources", ""]

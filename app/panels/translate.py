@@ -33,6 +33,7 @@ from app.panels.job_resume import JobResumePanel
 from app.widgets.document_picker import DocumentPicker
 from app.widgets.glossary_table import GlossaryTable
 from app.widgets.interrupted_jobs import InterruptedJobs
+from app.widgets.task_advice import AdviceBanner
 from app.widgets.task_progress import TaskProgressRow
 from engine.documents import Document
 from engine.errors import BadRequestError
@@ -49,9 +50,9 @@ from engine.tasks.translate import (
     retranslate,
     translate,
 )
-from engine.tasks.translate_export import EXPORT_SUFFIXES, export, to_markdown
+from engine.tasks.translate_export import EXPORT_SUFFIXES, export, segment_notes, to_markdown
 
-SOURCE, TRANSLATION, CONFIDENCE = range(3)
+SOURCE, TRANSLATION, CONFIDENCE, REVIEW = range(4)
 LOW_TINT = QColor(224, 90, 70, 70)  # readable under light and dark text
 EXPORT_FILTER = "Word (*.docx);;Markdown (*.md);;Plain text (*.txt)"
 
@@ -96,12 +97,25 @@ def retranslate_task(translation: Translation, index: int, settings: TranslateSe
 
 
 def confidence_text(segment: Segment) -> str:
+    """The Confidence column: the model's mean token probability, unless the output is not
+    a translation at all (then that is what the column says)."""
     if not segment.translated:
         return "code (kept)"
+    if segment.untranslated:
+        return "⚠ untranslated"
     if segment.mean_logprob is None:
         return "⚠ unknown" if segment.low_confidence else ""
     percent = f"{math.exp(segment.mean_logprob):.0%}"
-    return f"⚠ {percent} low" if segment.low_confidence else percent
+    if segment.low_confidence:
+        return f"⚠ {percent} low"
+    return f"⚠ {percent}" if segment.needs_review else percent
+
+
+def review_text(segment: Segment) -> str:
+    """The Review column: what to check, in plain words, and what was cleaned up."""
+    notes = segment_notes(segment)
+    notes += [f.message for f in segment.flags if f.kind == "prompt_echo"]
+    return "\n".join(notes)
 
 
 class TranslatePanel(JobResumePanel):
@@ -126,7 +140,8 @@ class TranslatePanel(JobResumePanel):
         title = QLabel("Translate")
         title.setObjectName("chatTitle")
         subtitle = QLabel("Segment by segment, keeping headings and lists; glossary terms are "
-                          "enforced while decoding.")
+                          "placed where their source terms are, and segments to check are "
+                          "flagged.")
         subtitle.setObjectName("hint")
         self.picker = DocumentPicker(self._counter(), multiple=False)
         self.picker.changed.connect(self._document_changed)
@@ -141,6 +156,10 @@ class TranslatePanel(JobResumePanel):
         self.target.setCurrentText("French")
         self.target.setToolTip("Pick a language or type its name")
         self.target.currentTextChanged.connect(lambda _t: self._update())
+        self.advice = AdviceBanner("translate")
+        self.target.currentTextChanged.connect(lambda _t: self._advice_languages())
+        self.source.currentIndexChanged.connect(lambda _i: self._advice_languages())
+        self._advice_languages()
         self.run_button = QPushButton("Translate")
         self.run_button.setObjectName("primaryButton")
         self.run_button.clicked.connect(self.run)
@@ -164,6 +183,7 @@ class TranslatePanel(JobResumePanel):
         left = QVBoxLayout()
         left.addWidget(title)
         left.addWidget(subtitle)
+        left.addWidget(self.advice)
         left.addWidget(self.picker)
         left.addLayout(languages)
         left.addWidget(self.plan)
@@ -184,14 +204,15 @@ class TranslatePanel(JobResumePanel):
         top.addLayout(left, 1)
         top.addWidget(glossary_box)
 
-        self.review = QTableWidget(0, 3)
+        self.review = QTableWidget(0, 4)
         self.review.setObjectName("reviewTable")
         self.review.setHorizontalHeaderLabels(["Source", "Translation (editable)",
-                                               "Confidence"])
+                                               "Confidence", "Review"])
         header = self.review.horizontalHeader()
         header.setSectionResizeMode(SOURCE, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(TRANSLATION, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(CONFIDENCE, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(REVIEW, QHeaderView.ResizeMode.Stretch)
         self.review.setWordWrap(True)
         self.review.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.review.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -438,18 +459,21 @@ class TranslatePanel(JobResumePanel):
                 text.setFlags(text.flags() & ~Qt.ItemFlag.ItemIsEditable)
             confidence = QTableWidgetItem(confidence_text(segment))
             confidence.setFlags(confidence.flags() & ~Qt.ItemFlag.ItemIsEditable)
+            notes = QTableWidgetItem(review_text(segment))
+            notes.setFlags(notes.flags() & ~Qt.ItemFlag.ItemIsEditable)
             tip = []
             if segment.mean_logprob is not None:
                 tip.append(f"Mean token log-probability {segment.mean_logprob:.2f}")
             if segment.low_confidence:
                 tip.append("Low confidence: check this segment.")
             if segment.required:
-                tip.append("Glossary terms enforced: " + ", ".join(segment.required))
+                tip.append("Glossary terms required: " + ", ".join(segment.required))
             confidence.setToolTip("\n".join(tip))
-            for item in (source, text, confidence):
-                if segment.low_confidence:
+            items = (source, text, confidence, notes)
+            for column, item in enumerate(items):
+                if segment.needs_review:
                     item.setBackground(QBrush(LOW_TINT))
-                self.review.setItem(row, [source, text, confidence].index(item), item)
+                self.review.setItem(row, column, item)
         finally:
             self._filling = was
 
@@ -484,7 +508,8 @@ class TranslatePanel(JobResumePanel):
             self.review_note.clear()
             return
         t = self.translation
-        low = sum(s.low_confidence for s in t.segments)
+        low = sum(s.needs_review for s in t.segments)
+        untranslated = sum(s.untranslated for s in t.segments)
         text = (f"{language_name(t.source_language)} → {language_name(t.target_language)} · "
                 f"{len(t.segments)} segments")
         translatable = sum(s.translated for s in t.segments)
@@ -493,7 +518,9 @@ class TranslatePanel(JobResumePanel):
         elif t.segments_reused:
             text += " · reused from an earlier run (Re-translate a segment for another take)"
         if low:
-            text += f" · {low} flagged low confidence"
+            text += f" · {low} to review"
+        if untranslated:
+            text += f" ({untranslated} untranslated)"
         if self.edited:
             text += f" · {len(self.edited)} edited"
         self.review_note.setText(text)
@@ -527,6 +554,9 @@ class TranslatePanel(JobResumePanel):
         if self.translation is not None:
             QGuiApplication.clipboard().setText(to_markdown(self.translation))
             self.status_message.emit("Translation copied as Markdown.")
+
+    def _advice_languages(self) -> None:
+        self.advice.set_languages(self.source.currentData(), self.target.currentText())
 
     def shutdown(self) -> None:
         self.picker.shutdown()

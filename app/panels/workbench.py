@@ -683,7 +683,9 @@ class WorkbenchPanel(QWidget):
         if final and run.done is not None:
             d = run.done
             self.stats.setText(stats_line(d) + (f" · {d.stats.rollbacks} rollback(s)"
-                                                if d.stats.rollbacks else ""))
+                                                if d.stats.rollbacks else "")
+                               + (f" · {d.stats.loops} loop(s) undone" if d.stats.loops
+                                  else ""))
 
     def _show_output(self, run: Run) -> None:
         if run.mode == "chat":
@@ -772,7 +774,7 @@ class WorkbenchPanel(QWidget):
             kv_type = KVType(self._settings().kv_type)
         except ValueError:
             kv_type = KVType.F16
-        self.model_view.set_model(info, loaded.n_ctx, kv_type)
+        self.model_view.set_model(info, loaded.n_ctx, kv_type, loaded.gpu_layers)
 
     # -------------------------------------------------------------- attention
 

@@ -1,9 +1,11 @@
 """The Workbench's Classify tab: sentiment, topic, intent or any label set.
 
 Each label is scored by the model (``engine.tasks.classify``), so every label gets a
-probability. One text shows them as bars; a batch classifies the lines of a text file with
-progress and Cancel, fills a table and exports the CLI's CSV (``verso classify``). Runs go
-through the bridge's task queue (``classify_tasks``)."""
+probability, calibrated by default against the model's bias for the prompt (a switch turns
+it off; the raw probabilities stay visible). One text shows them as bars; a batch
+classifies the lines of a text file with progress and Cancel, fills a table and exports the
+CLI's CSV (``verso classify``). Runs go through the bridge's task queue
+(``classify_tasks``)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QGridLayout,
@@ -47,14 +50,25 @@ from engine import paths
 from engine.api import Feature
 from engine.errors import BadRequestError
 from engine.events import Done, Error, FinishReason
-from engine.tasks.classify import DEFAULT_INSTRUCTION, ClassifyResult, check_labels, write_csv
+from engine.tasks.classify import (
+    CONTENT_FREE,
+    DEFAULT_INSTRUCTION,
+    ClassifyResult,
+    check_labels,
+    write_csv,
+)
 from engine.tasks.jobs import TaskProgress
 
 ONE_TEXT, FILE = range(2)
 TEXT_FILTER = "Text files (*.txt *.csv *.tsv *.md);;All files (*)"
 CSV_FILTER = "CSV files (*.csv);;All files (*)"
 EDIT_HEIGHT = 76
-SETUP_FILE = "classify.json"  # the last run's labels, instruction and examples
+SETUP_FILE = "classify.json"  # the last run's labels, instruction, examples, calibration
+CALIBRATE_TIP = ("Small models prefer some labels whatever the text says. With this on, the "
+                 "model first labels texts that say nothing ({texts}); the average of those "
+                 "probabilities is its bias for this prompt, and it is divided out of every "
+                 "result (contextual calibration, Zhao et al. 2021). The raw probabilities "
+                 "are still shown.").format(texts=", ".join(f'"{t}"' for t in CONTENT_FREE))
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +77,27 @@ def _title(text: str) -> QLabel:
     label = QLabel(text)
     label.setObjectName("sectionTitle")
     return label
+
+
+def _distribution(probabilities: dict[str, float]) -> str:
+    ranked = sorted(probabilities.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{label} {percent_text(p)}" for label, p in ranked)
+
+
+def calibration_text(result: ClassifyResult) -> str:
+    """One line under the bars: whether the result is calibrated, and what the model's own
+    scores said when calibration changed the pick."""
+    if not result.calibrated or result.raw_probabilities is None:
+        return "Not calibrated: these are the model's own probabilities."
+    raw = result.raw_label
+    if raw != result.label:
+        verdict = (f"Calibration changed the label: the model's own pick is {raw} "
+                   f"({percent_text(result.raw_probabilities[raw])}).")
+    else:
+        verdict = "Calibration kept the model's own pick."
+    prior = (f" On texts that say nothing it gives {_distribution(result.prior)}; that bias "
+             "is divided out." if result.prior else "")
+    return f"{verdict}{prior} Before calibration: {_distribution(result.raw_probabilities)}."
 
 
 class ClassifyView(QWidget):
@@ -80,6 +115,7 @@ class ClassifyView(QWidget):
         self.file_path = ""
         self.batch_rows: list[tuple[str, ClassifyResult]] = []
         self.batch_labels: tuple[str, ...] = ()
+        self.batch_calibrated = False
         self._build()
         if not self.restore_setup():
             self.set_labels(LABEL_PRESETS["Sentiment"])
@@ -117,6 +153,10 @@ class ClassifyView(QWidget):
         self.problems_label = QLabel()
         self.problems_label.setObjectName("workbenchError")
         self.problems_label.setWordWrap(True)
+        self.calibrate = QCheckBox("Calibrate: correct the model's bias toward some labels")
+        self.calibrate.setObjectName("classifyCalibrate")
+        self.calibrate.setChecked(True)
+        self.calibrate.setToolTip(CALIBRATE_TIP)
 
         labels_head = QHBoxLayout()
         labels_head.addWidget(_title("Labels"))
@@ -136,6 +176,7 @@ class ClassifyView(QWidget):
         setup_layout = QVBoxLayout(setup)
         setup_layout.setContentsMargins(8, 4, 8, 4)
         setup_layout.addLayout(grid)
+        setup_layout.addWidget(self.calibrate)
         setup_layout.addWidget(self.problems_label)
         setup_layout.addWidget(_title("Few-shot examples (optional)"))
         setup_layout.addWidget(self.examples, 1)
@@ -179,6 +220,9 @@ class ClassifyView(QWidget):
         self.result_title = QLabel()
         self.result_title.setObjectName("sectionTitle")
         self.bars = ProbabilityBars()
+        self.calibration_note = QLabel()
+        self.calibration_note.setObjectName("hint")
+        self.calibration_note.setWordWrap(True)
         row = QHBoxLayout()
         row.addWidget(_title("Probability of each label"))
         row.addStretch(1)
@@ -189,6 +233,7 @@ class ClassifyView(QWidget):
         layout.addLayout(row)
         layout.addWidget(self.result_title)
         layout.addWidget(self.bars)
+        layout.addWidget(self.calibration_note)
         layout.addStretch(1)
         return page
 
@@ -256,10 +301,12 @@ class ClassifyView(QWidget):
         return parse_labels(self.labels_edit.toPlainText())
 
     def save_setup(self) -> None:
-        """Keep the labels, instruction and examples for the next session (config folder)."""
+        """Keep the labels, instruction, examples and the calibration switch for the next
+        session (config folder)."""
         data = {"labels": self.labels_edit.toPlainText(),
                 "instruction": self.instruction.toPlainText(),
-                "examples": [list(row) for row in self.examples.rows()]}
+                "examples": [list(row) for row in self.examples.rows()],
+                "calibrate": self.calibrate.isChecked()}
         try:
             write_json_atomic(paths.config_dir() / SETUP_FILE, data)
         except OSError as exc:
@@ -272,12 +319,16 @@ class ClassifyView(QWidget):
             data = json.loads((paths.config_dir() / SETUP_FILE).read_text(encoding="utf-8"))
             labels, instruction = str(data["labels"]), str(data.get("instruction", ""))
             examples = [(str(text), str(label)) for text, label in data.get("examples", [])]
+            calibrate = data.get("calibrate", True)
+            if not isinstance(calibrate, bool):
+                raise TypeError(f"calibrate is {calibrate!r}, not true or false")
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             if not isinstance(exc, FileNotFoundError):
                 log.warning("ignoring the saved classification setup: %s", exc)
             return False
         self.labels_edit.setPlainText(labels)
         self.instruction.setPlainText(instruction)
+        self.calibrate.setChecked(calibrate)
         self.examples.clear()
         for text, label in examples:
             self.examples.add_row(text, label)
@@ -291,7 +342,8 @@ class ClassifyView(QWidget):
         few_shot = tuple(self.examples.rows())
         labels = check_labels(self.labels(), few_shot)
         instruction = self.instruction.toPlainText().strip() or None
-        return tasks.ClassifySpec(tuple(labels), few_shot, instruction)
+        return tasks.ClassifySpec(tuple(labels), few_shot, instruction,
+                                  self.calibrate.isChecked())
 
     def setup_problems(self) -> list[str]:
         try:
@@ -327,7 +379,7 @@ class ClassifyView(QWidget):
         self.batch_button.setEnabled(ready and bool(self.lines))
         self.export_button.setEnabled(not running and bool(self.batch_rows))
         self.open_button.setEnabled(not running)
-        for widget in (self.preset, self.labels_edit, self.instruction):
+        for widget in (self.preset, self.labels_edit, self.instruction, self.calibrate):
             widget.setEnabled(not running)
         self.examples.set_editable(not running)
         self.text.setReadOnly(running)
@@ -375,6 +427,7 @@ class ClassifyView(QWidget):
         self.modes.setCurrentIndex(FILE)
         self.batch_rows = []
         self.batch_labels = spec.labels
+        self.batch_calibrated = spec.calibrate
         self._reset_table(self.lines)
         self.progress.start("Classifying texts")
         self.note.setText("")
@@ -430,12 +483,18 @@ class ClassifyView(QWidget):
         self.result_title.setText(f"{result.label}  ·  "
                                   f"{percent_text(result.probabilities[result.label])}")
         self.bars.set_probabilities(result.probabilities, result.label)
+        self.calibration_note.setText(calibration_text(result))
 
     def _reset_table(self, texts: list[str] | tuple[str, ...]) -> None:
         labels = self.batch_labels
         self.table.clear()
-        self.table.setColumnCount(2 + len(labels))
-        self.table.setHorizontalHeaderLabels(["Text", "Label", *labels])
+        raw = ["Raw label"] if self.batch_calibrated else []
+        self.table.setColumnCount(2 + len(labels) + len(raw))
+        self.table.setHorizontalHeaderLabels(["Text", "Label", *labels, *raw])
+        if raw:
+            header_item = QTableWidgetItem(raw[0])
+            header_item.setToolTip("The label before calibration: the model's own pick.")
+            self.table.setHorizontalHeaderItem(2 + len(labels), header_item)
         self.table.setRowCount(len(texts))
         for row, text in enumerate(texts):
             item = QTableWidgetItem(text)
@@ -460,6 +519,10 @@ class ClassifyView(QWidget):
             if name == result.label:
                 item.setFont(font)
             self.table.setItem(row, column, item)
+        if self.batch_calibrated:
+            raw = QTableWidgetItem(result.raw_label)
+            raw.setToolTip(calibration_text(result))
+            self.table.setItem(row, 2 + len(self.batch_labels), raw)
         self.table.scrollToItem(label)
 
     # ------------------------------------------------------------------- files

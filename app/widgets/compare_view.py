@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 
 from app.sampler_presets import SamplerPreset
 from app.widgets.sampling_form import SamplingForm
-from engine.events import Done, Stats
+from engine.events import Done, Stats, finish_note
 
 SIDES = ("A", "B")
 HIDDEN_FIELDS = ("seed", "ban_phrases", "ban_any_case")
@@ -35,8 +35,9 @@ def stats_line(done: Done | None, error: str = "") -> str:
     if done is None:
         return ""
     s: Stats = done.stats
+    finish = finish_note(done.finish_reason) or f"finish: {done.finish_reason.value}"
     return (f"{s.generated_tokens} tokens · {s.generation_tps:.1f} tok/s · "
-            f"TTFT {s.ttft_s * 1000:.0f} ms · finish: {done.finish_reason.value}")
+            f"TTFT {s.ttft_s * 1000:.0f} ms · {finish}")
 
 
 def hide_rows(form: SamplingForm, names: Sequence[str]) -> None:

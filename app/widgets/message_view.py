@@ -11,6 +11,16 @@ from app.conversation import Version
 from app.widgets.message_bubble import MessageBubble
 from engine.store import Message
 
+LOCAL_PLACEHOLDER = "Ask anything. Replies are generated on this computer; nothing leaves it."
+
+
+def placeholder_for(backend: str, local: bool) -> str:
+    """What the empty chat says about where messages go: never "nothing leaves it" when the
+    model runs on a server."""
+    if local:
+        return LOCAL_PLACEHOLDER
+    return f"Ask anything. Messages are sent to {backend}, which generates the replies."
+
 
 class MessageView(QScrollArea):
     copied = Signal(str)
@@ -31,8 +41,7 @@ class MessageView(QScrollArea):
         self._layout = QVBoxLayout(container)
         self._layout.setContentsMargins(24, 16, 24, 16)
         self._layout.setSpacing(12)
-        self.placeholder = QLabel("Ask anything. Replies are generated on this computer; "
-                                  "nothing leaves it.")
+        self.placeholder = QLabel(LOCAL_PLACEHOLDER)
         self.placeholder.setObjectName("emptyState")
         self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.placeholder.setWordWrap(True)

@@ -4,9 +4,10 @@ loading shows progress and can be cancelled."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from PySide6.QtCore import QObject, Qt, QThreadPool, Signal
 from PySide6.QtGui import QStandardItemModel
@@ -21,7 +22,9 @@ from PySide6.QtWidgets import (
 )
 
 from engine.catalog import CatalogEntry, estimate_memory, format_bytes, list_models
+from engine.model_ref import ModelRef
 from engine.options import KVType
+from engine.remote.listing import RemoteListing, saved_listings
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +42,34 @@ def describe_entry(entry: CatalogEntry, n_ctx: int = 0, kv_type: str = "f16") ->
             f"~{format_bytes(estimate.total_bytes)} RAM at {estimate.n_ctx:,} ctx")
 
 
+REMOTE_PREFIX = "remote:"
+
+
+def remote_key(ref: ModelRef) -> str:
+    """The picker's item data for a model on a server."""
+    return REMOTE_PREFIX + ref.dumps()
+
+
+def _label(key: str) -> str:
+    if key.startswith(REMOTE_PREFIX):
+        ref = ModelRef.from_json(json.loads(key[len(REMOTE_PREFIX):]))
+        return f"{_model_name(ref.model_id)} — on {ref.location}"
+    return Path(key).name
+
+
+def _model_name(model_id: str) -> str:
+    """llama-server names its model by the file path it was started with: show the file."""
+    return PurePath(model_id).name if model_id.endswith(".gguf") else model_id
+
+
 class _Relay(QObject):
     listed = Signal(object)
+    listed_remote = Signal(object)
 
 
 class ModelPicker(QWidget):
     load_requested = Signal(str)
+    remote_requested = Signal(object)  # a ModelRef on a saved server
     cancel_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -76,11 +101,13 @@ class ModelPicker(QWidget):
         layout.addWidget(self.status)
         layout.addWidget(self.cancel_button)
         self.entries: list[CatalogEntry] = []
+        self.listings: list[RemoteListing] = []
         self._current: str | None = None
         self._n_ctx = 0
         self._kv_type = "f16"
         self._relay = _Relay(self)
         self._relay.listed.connect(self.set_entries)
+        self._relay.listed_remote.connect(self.set_remote)
         self.set_loading(None)
 
     def refresh(self, n_ctx: int = 0, kv_type: str = "f16",
@@ -97,8 +124,21 @@ class ModelPicker(QWidget):
                 entries = []
             with contextlib.suppress(RuntimeError):  # the window closed first
                 relay.listed.emit(entries)
+            try:
+                listings = saved_listings()
+            except Exception:
+                log.exception("listing the servers' models failed")
+                return
+            if listings:
+                with contextlib.suppress(RuntimeError):
+                    relay.listed_remote.emit(listings)
 
         QThreadPool.globalInstance().start(scan)
+
+    def set_remote(self, listings: list[RemoteListing]) -> None:
+        """Models on the saved servers, after the local ones, each marked with its server."""
+        self.listings = list(listings)
+        self.set_entries(self.entries)
 
     def set_entries(self, entries: list[CatalogEntry]) -> None:
         self.entries = list(entries)
@@ -113,16 +153,29 @@ class ModelPicker(QWidget):
             self.combo.setItemData(index, tip, Qt.ItemDataRole.ToolTipRole)
             if not entry.ok:
                 model.item(index).setEnabled(False)
+        for listing in self.listings:
+            for ref in listing.models:
+                self.combo.addItem(f"{_model_name(ref.model_id)} — on {listing.endpoint.label}",
+                                   remote_key(ref))
+                self.combo.setItemData(self.combo.count() - 1,
+                                       f"Runs on {listing.backend or listing.endpoint.url}",
+                                       Qt.ItemDataRole.ToolTipRole)
+            if listing.error:
+                self.combo.addItem(f"{listing.endpoint.label}: unreachable", None)
+                index = self.combo.count() - 1
+                self.combo.setItemData(index, listing.error, Qt.ItemDataRole.ToolTipRole)
+                model.item(index).setEnabled(False)
         if self._current and self.combo.findData(self._current) < 0:
-            self.combo.addItem(Path(self._current).name, self._current)
+            self.combo.addItem(_label(self._current), self._current)
         self.combo.addItem("Open a GGUF file…", BROWSE)
         self.combo.blockSignals(False)
         self._select(self._current)
 
     def set_current(self, path: str | None) -> None:
+        """``path``: a local file, or ``remote_key(ref)`` for a model on a server."""
         self._current = path
         if path and self.combo.findData(path) < 0:
-            self.combo.insertItem(max(self.combo.count() - 1, 0), Path(path).name, path)
+            self.combo.insertItem(max(self.combo.count() - 1, 0), _label(path), path)
         self._select(path)
 
     def _select(self, path: str | None) -> None:
@@ -148,4 +201,9 @@ class ModelPicker(QWidget):
                 return
             path = chosen
         if path and path != self._current:
+            if path.startswith(REMOTE_PREFIX):
+                self._select(self._current)  # shown once loaded
+                self.remote_requested.emit(ModelRef.from_json(
+                    json.loads(path[len(REMOTE_PREFIX):])))
+                return
             self.load_requested.emit(path)

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.machine import machine
 from app.theme import palettes
 from engine.catalog import ModelInfo, format_bytes, kv_bytes_per_token
 from engine.catalog.memory import KV_BYTES_PER_ELEMENT
@@ -34,6 +35,18 @@ def kv_facts(info: ModelInfo, n_ctx: int, kv_type: KVType) -> dict[str, int]:
     kv_heads = max(info.head_count_kv, 1)
     return {"per_token": per_token, "at_ctx": per_token * n_ctx,
             "without_gqa": per_token * heads // kv_heads}
+
+
+def gpu_text(gpu_layers: int, block_count: int) -> str:
+    """Where the loaded model runs: the build's GPU (or that it has none) and the layers on it."""
+    gpu = machine().gpu
+    summary = gpu.summary() if gpu is not None else "checking…"
+    if not gpu_layers:
+        return f"every layer on the CPU. {summary}"
+    total = block_count + 1
+    layers = "all layers" if gpu_layers < 0 or gpu_layers >= total else \
+        f"{gpu_layers} of {total} layers"
+    return f"{layers} offloaded. {summary}"
 
 
 class ArchitectureDiagram(QWidget):
@@ -165,7 +178,7 @@ class ModelView(QWidget):
                            ("head_size", "Head size"), ("ffn", "Feed-forward size"),
                            ("context", "Trained context"), ("vocab", "Vocabulary"),
                            ("n_ctx", "Current context"), ("kv_token", "KV cache per token"),
-                           ("kv_ctx", "KV cache at n_ctx")):
+                           ("kv_ctx", "KV cache at n_ctx"), ("gpu", "GPU")):
             value = QLabel("—")
             value.setObjectName(f"fact_{key}")
             value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -206,7 +219,8 @@ class ModelView(QWidget):
             value.setText("—")
         self.explanation.clear()
 
-    def set_model(self, info: ModelInfo, n_ctx: int, kv_type: KVType) -> None:
+    def set_model(self, info: ModelInfo, n_ctx: int, kv_type: KVType,
+                  gpu_layers: int = 0) -> None:
         self.info = info
         self.diagram.info = info
         self.diagram.update()
@@ -230,6 +244,8 @@ class ModelView(QWidget):
         v["n_ctx"].setText(f"{n(n_ctx)} tokens, KV cache type {kv_type.value}")
         v["kv_token"].setText(f"{n(kv['per_token'])} bytes ({format_bytes(kv['per_token'])})")
         v["kv_ctx"].setText(f"{format_bytes(kv['at_ctx'])} for {n(n_ctx)} tokens")
+        v["gpu"].setText(gpu_text(gpu_layers, info.block_count))
+        v["gpu"].setWordWrap(True)
         self.explanation.setText(self._explain(info, kv_type, kv))
 
     @staticmethod

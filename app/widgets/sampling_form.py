@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.options import SamplingParams
+from engine.text_lists import escape, unescape
 
 SKIPPED = frozenset({"grammar", "logit_bias", "n_probs"})
 _INT_LIMIT = 2**31 - 1
@@ -23,8 +24,13 @@ _INT_LIMIT = 2**31 - 1
 SamplingControl = QCheckBox | QSpinBox | QDoubleSpinBox | QPlainTextEdit
 
 
+_ACRONYMS = {"dry": "DRY", "xtc": "XTC"}
+
+
 def _label(name: str) -> str:
-    return name.replace("_", " ").capitalize()
+    words = name.split("_")
+    words[0] = _ACRONYMS.get(words[0], words[0].capitalize())
+    return " ".join(words)
 
 
 class SamplingForm(QWidget):
@@ -34,6 +40,7 @@ class SamplingForm(QWidget):
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.controls: dict[str, SamplingControl] = {}
+        self._escaped: set[str] = set()  # text lists shown with escapes (\n for a line break)
         layout = QFormLayout(self)
         defaults = SamplingParams()
         for f in fields(SamplingParams):
@@ -56,12 +63,17 @@ class SamplingForm(QWidget):
                 control.setSingleStep(float(step or 0.1))
             elif isinstance(default, tuple) and f.type == "tuple[str, ...]":
                 control = QPlainTextEdit()
-                control.setPlaceholderText("One per line")
+                control.setPlaceholderText("One per line" + (r" (\n: a line break)"
+                                                             if f.metadata.get("escaped") else ""))
                 control.setFixedHeight(56)
+                if f.metadata.get("escaped"):
+                    self._escaped.add(f.name)
             else:
                 continue
             control.setObjectName(f"sampling_{f.name}")
-            control.setToolTip(f"{help_text} (default {default!r})")
+            shown = ("; ".join(escape(v) for v in default) if f.name in self._escaped
+                     else repr(default))
+            control.setToolTip(f"{help_text} (default {shown})")
             self.controls[f.name] = control
             layout.addRow("" if isinstance(control, QCheckBox) else _label(f.name), control)
         self.set_values(values or {})
@@ -71,7 +83,8 @@ class SamplingForm(QWidget):
         for name, control in self.controls.items():
             value = values.get(name, getattr(defaults, name))
             if isinstance(control, QPlainTextEdit):
-                control.setPlainText("\n".join(str(v) for v in value or ()))
+                show = escape if name in self._escaped else str
+                control.setPlainText("\n".join(show(v) for v in value or ()))
             elif isinstance(control, QCheckBox):
                 control.setChecked(bool(value))
             elif isinstance(control, QSpinBox):
@@ -84,7 +97,8 @@ class SamplingForm(QWidget):
         changed: dict[str, Any] = {}
         for name, control in self.controls.items():
             if isinstance(control, QPlainTextEdit):
-                value: Any = [line for line in control.toPlainText().split("\n") if line]
+                read = unescape if name in self._escaped else str
+                value: Any = [read(line) for line in control.toPlainText().split("\n") if line]
                 if tuple(value) != getattr(defaults, name):
                     changed[name] = value
                 continue

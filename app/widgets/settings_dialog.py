@@ -25,6 +25,8 @@ from PySide6.QtWidgets import (
 from app.presets import Preset
 from app.settings import AppSettings
 from app.widgets.sampling_form import SamplingForm
+from app.widgets.servers_editor import ServersEditor
+from engine.gpu import GpuInfo
 from engine.options import MIN_CTX, ContextPolicy, KVType
 
 _POLICIES = {ContextPolicy.REFUSE.value: "Refuse and say how much is over",
@@ -59,8 +61,15 @@ def _combo(options: dict[str, str], current: str) -> QComboBox:
 
 class SettingsDialog(QDialog):
     def __init__(self, settings: AppSettings, presets: list[Preset],
-                 parent: QWidget | None = None) -> None:
+                 parent: QWidget | None = None, *, gpu: GpuInfo | None = None,
+                 suggested_layers: tuple[str, int] | None = None,
+                 engine_in_use: str = "Verso's llama.cpp engine") -> None:
+        """``gpu``: the probed backends and devices (None while unknown);
+        ``suggested_layers``: the loaded model's name and the GPU layers its fit estimate
+        gives; ``engine_in_use``: who runs the loaded model (Settings > Servers says it)."""
         super().__init__(parent)
+        self._gpu = gpu
+        self._suggested = suggested_layers
         self.setWindowTitle("Settings")
         self.setObjectName("settingsDialog")
         self.setMinimumSize(560, 600)
@@ -69,6 +78,8 @@ class SettingsDialog(QDialog):
         tabs.addTab(self._model_tab(settings), "Model")
         tabs.addTab(self._chat_tab(settings, presets), "Chat")
         tabs.addTab(self._appearance_tab(settings), "Appearance")
+        self.servers = ServersEditor(engine_in_use)
+        tabs.addTab(self.servers, "Servers")
         self.tabs = tabs
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
                                    | QDialogButtonBox.StandardButton.Cancel)
@@ -100,7 +111,20 @@ class SettingsDialog(QDialog):
         self.gpu_layers.setSpecialValueText("All")
         self.gpu_layers.setValue(settings.n_gpu_layers)
         available, reason = gpu_offload()
-        self.gpu_layers.setEnabled(available)
+        if self._gpu is not None:
+            available = available and self._gpu.usable
+            reason = self._gpu.summary()
+        self.gpu_auto = QCheckBox("Choose automatically: as many layers as fit in the GPU's "
+                                  "free memory")
+        self.gpu_auto.setChecked(settings.gpu_layers_auto and available)
+        self.gpu_auto.setEnabled(available)
+        self.gpu_auto.toggled.connect(
+            lambda on: self.gpu_layers.setEnabled(available and not on))
+        self.gpu_layers.setEnabled(available and not self.gpu_auto.isChecked())
+        if available and self._suggested is not None:
+            name, layers = self._suggested
+            count = "all layers" if layers < 0 else f"{layers} layers"
+            reason += f"\nFor {name} the fit estimate gives {count} at these settings."
         self.gpu_reason = QLabel(reason)
         self.gpu_reason.setObjectName("hint")
         self.gpu_reason.setWordWrap(True)
@@ -110,6 +134,7 @@ class SettingsDialog(QDialog):
         form.addRow("Context size", self.n_ctx)
         form.addRow("", self.flash_attn)
         form.addRow("GPU layers", self.gpu_layers)
+        form.addRow("", self.gpu_auto)
         form.addRow("", self.gpu_reason)
         form.addRow("KV cache type", self.kv_type)
         note = QLabel("Changes here reload the model.")
@@ -159,6 +184,8 @@ class SettingsDialog(QDialog):
         result.n_threads = self.threads.value()
         result.n_ctx = self.n_ctx.value() and max(self.n_ctx.value(), MIN_CTX)
         result.flash_attn = self.flash_attn.isChecked()
+        if self.gpu_auto.isEnabled():
+            result.gpu_layers_auto = self.gpu_auto.isChecked()
         if self.gpu_layers.isEnabled():
             result.n_gpu_layers = self.gpu_layers.value()
         result.kv_type = self.kv_type.currentData()

@@ -47,6 +47,7 @@ class ModelInfo:
     tensor_count: int
     weights_bytes: int  # tensor data, i.e. what loading maps into memory
     expected_size: int  # where the last tensor's data ends; a complete file is this long
+    languages: tuple[str, ...] = ()  # general.languages (ISO codes such as "en"); () unknown
 
     @property
     def has_chat_template(self) -> bool:
@@ -112,6 +113,13 @@ def _dominant_type(tensors: tuple[TensorInfo, ...]) -> str:
     return counts.most_common(1)[0][0] if counts else "unknown"
 
 
+def _strings(md: dict[str, Any], key: str) -> tuple[str, ...]:
+    value = md.get(key)
+    if isinstance(value, GGUFArray):
+        return tuple(v.strip() for v in value.values or () if isinstance(v, str) and v.strip())
+    return (value.strip(),) if isinstance(value, str) and value.strip() else ()
+
+
 def _vocab_size(md: dict[str, Any], arch: str) -> int:
     tokens = md.get("tokenizer.ggml.tokens")
     if isinstance(tokens, GGUFArray):
@@ -168,6 +176,7 @@ def model_info_from_header(path: str | os.PathLike[str], header: GGUFHeader) -> 
         tensor_count=len(header.tensors),
         weights_bytes=header.tensor_bytes,
         expected_size=header.data_end,
+        languages=_strings(md, "general.languages"),
     )
 
 

@@ -1,4 +1,5 @@
-"""``verso classify``: texts (one per line) into labels, as CSV or JSON lines."""
+"""``verso classify``: texts (one per line) into labels, as CSV or JSON lines, calibrated
+against the model's content-free prior unless ``--no-calibrate``."""
 
 from __future__ import annotations
 
@@ -36,6 +37,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     classify.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
                           help="Prompt as a conversation (default: if the model has a chat "
                                "template).")
+    classify.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
+                          help="Correct the model's bias toward some labels by dividing out "
+                               "its label probabilities for content-free texts (\"\", "
+                               "\"N/A\", \"[MASK]\"); on by default. The output keeps the "
+                               "raw probabilities beside the calibrated ones.")
     classify.add_argument("--json", action="store_true",
                           help="One JSON object per line instead of CSV.")
     add_load_flags(classify)
@@ -74,11 +80,15 @@ def run(args: argparse.Namespace, io: Io) -> int:
     with open_engine(args, io) as engine:
         require_features(engine.capabilities, [Feature.SCORE])
         load(engine, settings, io.err, quiet=True)
-        rows = classify_many(engine, texts, labels, examples, args.instruction, args.chat)
+        rows = classify_many(engine, texts, labels, examples, args.instruction, args.chat,
+                             calibrated=args.calibrate)
         if args.json:
             for text, result in rows:
                 json.dump({"text": text, "label": result.label,
-                           "probabilities": result.probabilities}, io.out)
+                           "probabilities": result.probabilities,
+                           "calibrated": result.calibrated, "raw_label": result.raw_label,
+                           "raw_probabilities": result.raw_probabilities,
+                           "prior": result.prior}, io.out)
                 print(file=io.out, flush=True)
         else:
             write_csv(rows, labels, io.out)

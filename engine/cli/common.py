@@ -23,11 +23,14 @@ from engine.events import (
     ErrorKind,
     Event,
     ModelLoaded,
+    Rollback,
     Stats,
     Token,
+    finish_note,
     fold_rollbacks,
 )
 from engine.options import ContextPolicy, KVType, LoadSettings, SamplingParams
+from engine.text_lists import escape, unescape
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_MODEL, EXIT_CONTEXT, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
@@ -80,8 +83,19 @@ def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
         if f.name in _SKIP_SAMPLING_FLAGS:
             continue
         flag = "--" + f.name.replace("_", "-")
-        group.add_argument(flag, type=type(f.default), default=None, dest=f.name,
-                           help=f"{f.metadata['help']} (default {f.default})")
+        help_text = f.metadata["help"].replace("%", "%%")
+        if isinstance(f.default, bool):
+            state = "on" if f.default else "off"
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                               dest=f.name, help=f"{help_text} (default {state})")
+        elif isinstance(f.default, tuple):
+            shown = " ".join("'" + escape(v) + "'" for v in f.default)
+            group.add_argument(flag.rstrip("s"), action="append", default=None, dest=f.name,
+                               help=f"{help_text} Repeatable; replaces the default ({shown}); "
+                                    "'none' for none.")
+        else:
+            group.add_argument(flag, type=type(f.default), default=None, dest=f.name,
+                               help=f"{help_text} (default {f.default})")
     group.add_argument("--stop", action="append", default=None,
                        help="Stop string (repeatable).")
 
@@ -89,7 +103,8 @@ def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
 def add_load_flags(parser: argparse.ArgumentParser, reproducible: bool = True) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("-m", "--model", default="default",
-                       help="Model: 'default', a catalog name, or a path to a .gguf file.")
+                       help="Model: 'default', a catalog name, or a path to a .gguf file; "
+                            "with --endpoint, a model id on that server (default: its first).")
     group.add_argument("--n-ctx", type=int, default=0,
                        help="Context size in tokens (0: the model's, capped at 8192).")
     group.add_argument("--threads", type=int, default=0, help="Threads (0: physical cores).")
@@ -110,6 +125,9 @@ def add_load_flags(parser: argparse.ArgumentParser, reproducible: bool = True) -
     group.add_argument("--context-policy", choices=[c.value for c in ContextPolicy],
                        default="refuse",
                        help="When the prompt does not fit: refuse, or drop the oldest turns.")
+    from engine.cli.remote_flags import add_remote_flags
+
+    add_remote_flags(group)
 
 
 def sampling_from(args: argparse.Namespace, base: SamplingParams) -> SamplingParams:
@@ -118,7 +136,12 @@ def sampling_from(args: argparse.Namespace, base: SamplingParams) -> SamplingPar
         value = getattr(args, f.name, None)
         if value is None:
             continue
-        changes[f.name] = tuple(value) if f.name == "stop" else value
+        if f.name == "stop":
+            value = tuple(value)
+        elif isinstance(f.default, tuple):
+            value = () if value == ["none"] else tuple(
+                unescape(v) if f.metadata.get("escaped") else v for v in value)
+        changes[f.name] = value
     sampling = replace(base, **changes)
     problems = sampling.validate()
     if problems:
@@ -130,6 +153,10 @@ def load_settings(args: argparse.Namespace) -> LoadSettings:
     """The load settings the flags ask for, checked before any engine starts."""
     from engine.catalog import resolve_model
 
+    if getattr(args, "endpoint", None):
+        from engine.cli.remote_flags import remote_load_settings, resolve_endpoint
+
+        return remote_load_settings(args, resolve_endpoint(args)[0])
     try:
         path = resolve_model(args.model)
     except VersoError as exc:
@@ -191,7 +218,14 @@ def read_file(path: str, what: str) -> str:
 
 @contextlib.contextmanager
 def open_engine(args: argparse.Namespace, io: Io) -> Iterator[Engine]:
-    engine = io.engine_factory(bool(getattr(args, "reproducible", False)))
+    """The engine a command runs on: Verso's own, or a server's (``--endpoint``)."""
+    engine: Engine
+    if getattr(args, "endpoint", None):
+        from engine.cli.remote_flags import open_remote
+
+        engine = open_remote(args)
+    else:
+        engine = io.engine_factory(bool(getattr(args, "reproducible", False)))
     try:
         yield engine
     finally:
@@ -241,17 +275,24 @@ def stream(events: Iterable[Event], out: TextIO, err: TextIO, echo: bool = True,
             if echo:
                 out.write(event.text)
                 out.flush()
+        elif isinstance(event, Rollback) and echo and event.n_chars:
+            print(f"\n[undone: the last {event.n_chars} characters above"
+                  f"{' repeated earlier text' if event.repeating else ' held a banned phrase'}"
+                  "; the text below replaces them]", file=err)
         elif isinstance(event, ContextTrimmed):
             print(f"\n[context full: dropped the {event.dropped_messages} oldest messages "
                   f"({event.dropped_tokens} tokens)]", file=err)
         elif isinstance(event, Error):
-            if echo and event.partial_text:
-                out.write("\n")
+            if event.partial_text:  # what was not printed yet, or the line's end
+                out.write("\n" if echo else event.partial_text + "\n")
             raise CliError(event.message, exit_code(event.kind))
         elif isinstance(event, Done):
             done = event
     if done is None:
         raise CliError("the engine ended the reply without a result")
+    note = finish_note(done.finish_reason)
+    if note:
+        print(f"\n[{note}]", file=err)
     if tokens is not None:
         tokens.extend(t for t in fold_rollbacks(seen) if t.token_id >= 0)
     return done

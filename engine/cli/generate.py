@@ -114,7 +114,9 @@ def _constraints_from(args: argparse.Namespace) -> Constraints:
 
 def _needed_features(args: argparse.Namespace, constraints: Constraints) -> list[Feature]:
     needed = []
-    if constraints.grammar or constraints.json_schema or constraints.choices:
+    if constraints.json_schema:
+        needed.append(Feature.JSON_SCHEMA)
+    elif constraints.grammar or constraints.choices:
         needed.append(Feature.GRAMMAR)
     if constraints.ban:
         needed.append(Feature.BAN_PHRASES)
@@ -152,15 +154,20 @@ def run(args: argparse.Namespace, io: Io) -> int:
         require_sampling(engine.capabilities, sampling)
         load(engine, settings, io.err, quiet=True)
         sampling = constraints.apply(sampling, client_tokenizer(engine))
+        schema = (constraints.json_schema if isinstance(constraints.json_schema, str | None)
+                  else json.dumps(constraints.json_schema))
         if args.chat:
             messages = [ChatMessage("user", prompt)]
             if args.system:
                 messages.insert(0, ChatMessage("system", args.system))
             events: Iterator[Event] = engine.chat(ChatRequest(
-                tuple(messages), sampling, policy=ContextPolicy(args.context_policy)))
+                tuple(messages), sampling, policy=ContextPolicy(args.context_policy),
+                json_schema=schema))
         else:
-            events = engine.complete(CompletionRequest(prompt, sampling))
-        streaming = not args.json and not sampling.ban_phrases
+            events = engine.complete(CompletionRequest(prompt, sampling, json_schema=schema))
+        # Undone text cannot be taken back from a file or a pipe: print it when complete.
+        streaming = not args.json and not sampling.ban_phrases and (
+            not sampling.loop_guard or _is_terminal(io.out))
         done = stream(events, io.out, io.err, echo=streaming, tokens=tokens)
     if args.json:
         result: dict[str, Any] = {"text": done.text, "finish_reason": done.finish_reason.value,
@@ -174,3 +181,8 @@ def run(args: argparse.Namespace, io: Io) -> int:
     if args.stats:
         print(format_stats(done.stats, done.finish_reason.value), file=io.err)
     return EXIT_OK
+
+
+def _is_terminal(out: object) -> bool:
+    isatty = getattr(out, "isatty", None)
+    return bool(isatty and isatty())

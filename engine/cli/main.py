@@ -11,6 +11,7 @@ from typing import TextIO
 
 import engine.cli.chat as chat
 import engine.cli.classify as classify
+import engine.cli.endpoints as endpoints
 import engine.cli.generate as generate
 import engine.cli.models as models
 import engine.cli.summarize as summarize
@@ -30,7 +31,7 @@ from engine.cli.common import (
 from engine.errors import VersoError
 
 COMMANDS = {"models": models, "chat": chat, "generate": generate, "classify": classify,
-            "summarize": summarize, "translate": translate}
+            "summarize": summarize, "translate": translate, "endpoints": endpoints}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,6 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     models.add_argument("--n-ctx", type=int, default=0,
                         help="Context size for the memory estimate (0: model default).")
     models.add_argument("--kv-type", choices=[k.value for k in KVType], default="f16")
+    from engine.cli.remote_flags import add_remote_flags
+
+    add_remote_flags(models)
     actions = models.add_subparsers(dest="models_command", metavar="ACTION")
     models_hub.add_parsers(actions)
 
@@ -36,6 +39,10 @@ def _context(args: argparse.Namespace, trained: int | None) -> int:
 def run(args: argparse.Namespace, io: Io) -> int:
     from engine.catalog import estimate_memory, list_models, read_model_info, resolve_model
 
+    if args.endpoint:
+        from engine.cli import remote_models
+
+        return remote_models.run(args, io)
     if getattr(args, "models_command", None):
         return models_hub.run(args, io)
     out = io.out

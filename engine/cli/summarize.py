@@ -6,6 +6,7 @@ import argparse
 import json
 
 from engine.api import LOCAL_CAPABILITIES
+from engine.cli.advice_note import note_advice
 from engine.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -19,9 +20,8 @@ from engine.cli.common import (
 from engine.cli.document_io import last_result, read_documents, refuse_reproducible
 from engine.options import MAX_CTX
 
-NOTES_ONLY = ("The model's final summary step gave no usable points; printing its notes on "
-              "each chunk instead. A larger model, or a longer --chunk-tokens (fewer notes to "
-              "combine), usually does better.")
+FALLBACK_ADVICE = ("A larger model, or a longer --chunk-tokens (fewer notes to combine), "
+                   "usually does better.")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +43,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, io: Io) -> int:
     from engine.store.jobs import JobStore
-    from engine.tasks.summarize import Form, Mode, SummarizeSettings, SummaryResult, summarize
+    from engine.tasks.summarize import (
+        UNSUPPORTED_MARK,
+        UNSUPPORTED_TEXT,
+        Form,
+        Mode,
+        SummarizeSettings,
+        SummaryResult,
+        summarize,
+    )
 
     refuse_reproducible(args, "summary")
     if args.length < 1 or not 64 <= args.chunk_tokens <= MAX_CTX or \
@@ -59,14 +67,19 @@ def run(args: argparse.Namespace, io: Io) -> int:
     else:
         load_with = load_settings(args)
         with open_engine(args, io) as engine, JobStore() as store:
-            load(engine, load_with, io.err)
+            note_advice("summarize", load(engine, load_with, io.err), io.err)
             result = last_result(summarize(engine, documents, settings, store), io.err)
     assert isinstance(result, SummaryResult)
     if args.json:
         json.dump(result.to_json(), io.out, indent=2, ensure_ascii=False)
         print(file=io.out)
     else:
-        if result.notes_only:
-            print(NOTES_ONLY, file=io.err)
+        if result.fallback:
+            print(f"{result.fallback} {FALLBACK_ADVICE}", file=io.err)
+        if result.left_out:
+            print(result.left_out, file=io.err)
         print(result.to_text(), file=io.out)
+        if result.unsupported:
+            print(f"{len(result.unsupported)} point(s) marked ({UNSUPPORTED_MARK}): "
+                  f"{UNSUPPORTED_TEXT}", file=io.err)
     return EXIT_OK

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from engine.api import LOCAL_CAPABILITIES
+from engine.cli.advice_note import note_advice
 from engine.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -39,7 +40,12 @@ def run(args: argparse.Namespace, io: Io) -> int:
     from engine.store.jobs import JobStore
     from engine.tasks.glossary import Glossary, load_csv
     from engine.tasks.translate import TranslateSettings, Translation, translate
-    from engine.tasks.translate_export import EXPORT_SUFFIXES, export, to_markdown
+    from engine.tasks.translate_export import (
+        EXPORT_SUFFIXES,
+        export,
+        segment_notes,
+        to_markdown,
+    )
 
     refuse_reproducible(args, "translation")
     if args.output and Path(args.output).suffix.lower() not in EXPORT_SUFFIXES:
@@ -53,12 +59,14 @@ def run(args: argparse.Namespace, io: Io) -> int:
                                  n_parallel=args.parallel)
     load_with = load_settings(args)
     with open_engine(args, io) as engine, JobStore() as store:
-        load(engine, load_with, io.err)
+        note_advice("translate", load(engine, load_with, io.err), io.err, target=args.target,
+                    source=args.source)
         translation = last_result(translate(engine, document, settings, store=store), io.err)
     assert isinstance(translation, Translation)
-    low = [s.index for s in translation.segments if s.low_confidence]
-    if low:
-        print(f"[low confidence: segments {', '.join(map(str, low))}]", file=io.err)
+    for segment in translation.segments:
+        notes = segment_notes(segment)
+        if notes:
+            print(f"[segment {segment.index + 1} needs review: {' '.join(notes)}]", file=io.err)
     if args.json:
         json.dump(translation.to_json(), io.out, indent=2, ensure_ascii=False, default=str)
         print(file=io.out)

@@ -183,7 +183,8 @@ def _write_all(f: io.FileIO, data: bytes) -> None:
         view = view[n:]
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (POSIX; a no-op elsewhere)."""
     if os.name != "posix":
         return
     with contextlib.suppress(OSError):
@@ -319,7 +320,7 @@ class Downloader:
             raise
         try:
             os.replace(t.part, final)
-            _fsync_dir(folder)
+            fsync_dir(folder)
             t.sidecar.unlink(missing_ok=True)
         except OSError as e:
             raise _write_error(e, final, f"cannot move the download into {final}") from e

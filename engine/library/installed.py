@@ -9,9 +9,7 @@ models before every part of it is verified; a set's folder is renamed into place
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,12 +157,3 @@ def prune_empty(folder: Path, stop: Path) -> None:
         folder = folder.parent
 
 
-def fsync_dir(path: Path) -> None:
-    if os.name != "posix":
-        return
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -29,11 +29,12 @@ from engine.library.download import (
     DownloadRequest,
     DownloadState,
     bytes_on_disk,
+    fsync_dir,
 )
 from engine.library.hub import HubClient
 from engine.library.hub_errors import HubError, HubErrorKind, from_download
 from engine.library.hub_files import HubFile
-from engine.library.installed import Layout, fsync_dir, layout, prune_empty
+from engine.library.installed import Layout, layout, prune_empty
 from engine.units import format_bytes
 
 

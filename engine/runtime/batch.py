@@ -25,14 +25,14 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from engine.errors import BadRequestError, Cancelled, ContextOverflowError
-from engine.events import Done, Event, FinishReason, SeqDone, SeqToken, Stats
+from engine.events import Done, Event, FinishReason, SeqDone, SeqRollback, SeqToken, Stats
 from engine.options import BatchRequest
 from engine.runtime.llama_plumbing import (
     AbortSwitch,
@@ -44,7 +44,8 @@ from engine.runtime.llama_plumbing import (
     shared_prefix,
     thread_counts,
 )
-from engine.runtime.runtime import Runtime
+from engine.runtime.loop_guard import LoopDetector, LoopPenalty
+from engine.runtime.runtime import _BANNED_LOGIT, LOOP_RETRIES, Runtime
 from engine.runtime.sampling import TokenSampler
 from engine.runtime.text_stream import TextStream
 
@@ -71,9 +72,38 @@ class _Seq:
     pending_token: int = -1  # sampled, streamed, not yet decoded
     prefill: list[int] = field(default_factory=list)  # prompt tokens not yet evaluated
     spellings: dict[str, list[list[int]]] = field(default_factory=dict)  # term -> tokenizations
+    prompt: list[int] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)  # generated (streamed) so far
+    pieces: list[bytes] = field(default_factory=list)
+    forced_flags: list[bool] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    # term -> (generated token where forcing it began, its number of tokens)
+    forced_at: dict[str, tuple[int, int]] = field(default_factory=dict)
+    loops: LoopDetector | None = None
+    penalty: LoopPenalty = field(default_factory=LoopPenalty)
+    bans: dict[int, set[int]] = field(default_factory=dict)  # position -> tokens banned there
+    n_loops: int = 0
 
     def __post_init__(self) -> None:
         self.stream = TextStream(self.stops)
+
+    def truncate(self, n_tokens: int) -> int:
+        """Keep the first ``n_tokens`` generated tokens; return how many streamed characters
+        that takes back (the text is rebuilt by replaying what is kept)."""
+        emitted = self.stream.emitted_chars
+        for name in ("tokens", "pieces", "forced_flags", "logprobs"):
+            del getattr(self, name)[n_tokens:]
+        self.forced_at = {t: at for t, at in self.forced_at.items() if at[0] < n_tokens}
+        self.forced_done = {t for t in self.forced_done if t in self.forced_at}
+        self.forced_queue = []
+        self.raw = "".join(p.decode("utf-8", errors="ignore") for p in self.pieces)
+        self.generated = n_tokens
+        self.forced_count = sum(self.forced_flags)
+        self.logprob_sum = sum(self.logprobs)
+        self.stream = TextStream(self.stops)
+        for piece in self.pieces:
+            self.stream.push(piece)
+        return emitted - self.stream.emitted_chars
 
     def missing(self) -> list[str]:
         return [t for t in self.required if t not in self.raw and t not in self.forced_done]
@@ -97,6 +127,7 @@ class BatchDecoder:
         self._abort = AbortSwitch(cancel)
         self.evaluated = 0
         self.generated = 0
+        self._seed = 0
 
     # ------------------------------------------------------------ setup
 
@@ -181,11 +212,15 @@ class BatchDecoder:
             llama_cpp.llama_memory_seq_cp(memory, self.prefix_seq, slot, -1, -1)
         prompt = self.prompts[index]
         sampling = self.request.sampling
-        return _Seq(index=index, slot=slot,
-                    sampler=TokenSampler(sampling, (seed + index) % 2**31, self.llm._model.vocab,
-                                         self.llm.n_vocab()),
+        return _Seq(index=index, slot=slot, sampler=self._sampler(index, seed),
                     stops=tuple(sampling.stop), required=list(self.request.items[index].required),
-                    n_past=self.prefix, prefill=prompt[self.prefix:])
+                    n_past=self.prefix, prefill=prompt[self.prefix:], prompt=prompt,
+                    loops=LoopDetector() if sampling.loop_guard else None)
+
+    def _sampler(self, index: int, seed: int) -> TokenSampler:
+        return TokenSampler(self.request.sampling, seed % 2**31 if index < 0 else
+                            (seed + index) % 2**31, self.llm._model.vocab, self.llm.n_vocab(),
+                            self.ctx.n_ctx())
 
     def _plan(self, active: dict[int, _Seq]) -> tuple[list[tuple[int, int, int, bool]],
                                                       list[tuple[_Seq, int]]]:
@@ -225,6 +260,7 @@ class BatchDecoder:
             tokens = self.rt.tokenize(lead + term, add_bos=False, special=False)
         seq.forced_queue = list(tokens)
         seq.forced_done.add(term)
+        seq.forced_at[term] = (seq.generated, len(tokens))
 
     def _spellings(self, seq: _Seq, term: str) -> list[list[int]]:
         """The term's tokenizations with and without a leading space (first tokens differ)."""
@@ -269,6 +305,11 @@ class BatchDecoder:
             seq.sampler.accept(token)
             return token, True
         logits = self._logits(batch_index)
+        if seq.penalty or seq.generated in seq.bans:
+            logits = logits.copy()
+            seq.penalty.apply(logits)
+            if seq.generated in seq.bans:
+                logits[list(seq.bans[seq.generated])] = _BANNED_LOGIT
         token = seq.sampler.sample(logits)
         if seq.generated < self.request.min_tokens and llama_cpp.llama_vocab_is_eog(vocab, token):
             logits = logits.copy()
@@ -298,7 +339,7 @@ class BatchDecoder:
     def run(self) -> Iterator[Event]:
         start = time.perf_counter()
         sampling = self.request.sampling
-        seed = sampling.seed if sampling.seed >= 0 else random.randrange(2**31)
+        seed = self._seed = sampling.seed if sampling.seed >= 0 else random.randrange(2**31)
         want_logprobs = self.request.logprobs
         vocab = self.llm._model.vocab
         self._open()
@@ -344,7 +385,8 @@ class BatchDecoder:
             generation_s=seconds,
             generation_tps=self.generated / seconds if seconds > 0 else 0.0))
 
-    def _step_one(self, seq: _Seq, batch_index: int, want_logprobs: bool, vocab):
+    def _step_one(self, seq: _Seq, batch_index: int, want_logprobs: bool, vocab: Any
+                  ) -> Generator[Event, None, FinishReason | None]:
         """Choose ``seq``'s next token from the logits at ``batch_index`` and stream it.
         Returns the finish reason when the sequence ended, else None (the token to decode
         next is left in ``seq.pending_token``)."""
@@ -354,12 +396,20 @@ class BatchDecoder:
         if not forced and llama_cpp.llama_vocab_is_eog(vocab, token):
             yield self._done(seq, FinishReason.STOP)
             return FinishReason.STOP
+        piece = self.rt._piece(token)
+        loop = seq.loops.push(piece) if seq.loops is not None else None
+        if loop is not None:
+            return (yield from self._undo_loop(seq, token, loop.token_index, loop.text))
         logprob = None
         if want_logprobs:
             logits = self._logits(batch_index)
             logprob = float(logits[token]) - logsumexp(logits)
             seq.logprob_sum += logprob
-        piece = self.rt._piece(token)
+            seq.logprobs.append(logprob)
+        seq.tokens.append(token)
+        seq.pieces.append(piece)
+        seq.forced_flags.append(forced)
+        seq.penalty.accept(token)
         seq.raw += piece.decode("utf-8", errors="ignore")
         seq.generated += 1
         self.generated += 1
@@ -375,11 +425,50 @@ class BatchDecoder:
         seq.pending_token = token
         return None
 
+    def _undo_loop(self, seq: _Seq, token: int, at: int, text: str
+                   ) -> Generator[Event, None, FinishReason | None]:
+        """Roll ``seq`` back to generated token ``at``, where a loop began (``token``, the one
+        that completed it, was not streamed). As in ``Runtime._generate``: the loop's first
+        token is banned there and the rest penalised, and the loop after ``LOOP_RETRIES``
+        ends the sequence. Returns the finish reason when it ended, else None."""
+        import llama_cpp
+
+        for begun, length in seq.forced_at.values():  # never keep half a forced term
+            if begun < at < begun + length:
+                at = begun
+        seq.n_loops += 1
+        loop_tokens = [*seq.tokens, token][at:]
+        streamed = len(seq.tokens) - at
+        n_chars = seq.truncate(at)
+        assert seq.loops is not None
+        seq.loops.truncate(at)
+        if streamed:
+            yield SeqRollback(seq.index, streamed, n_chars, text)
+        if seq.n_loops > LOOP_RETRIES:
+            yield self._done(seq, FinishReason.REPEATING)
+            return FinishReason.REPEATING
+        seq.penalty.add_loop(loop_tokens)
+        seq.penalty.reset(seq.tokens)
+        seq.bans = {p: b for p, b in seq.bans.items() if p <= at}
+        seq.bans.setdefault(at, set()).add(loop_tokens[0])
+        # The KV cells from the last kept token on are evaluated again for fresh logits.
+        last = len(seq.prompt) + at - 1
+        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self.ctx.ctx), seq.slot,
+                                      last, -1)
+        seq.n_past = last
+        seq.pending_token = seq.tokens[-1] if seq.tokens else seq.prompt[-1]
+        seq.sampler.close()
+        seq.sampler = self._sampler(-1, self._seed + seq.index + seq.n_loops)
+        for kept in seq.tokens:
+            seq.sampler.accept(kept)
+        return None
+
     def _done(self, seq: _Seq, reason: FinishReason) -> SeqDone:
         seq.stream.flush()
         mean = seq.logprob_sum / seq.generated if self.request.logprobs and seq.generated \
             else None
-        return SeqDone(seq.index, reason, seq.stream.text, seq.generated, mean, seq.forced_count)
+        return SeqDone(seq.index, reason, seq.stream.text, seq.generated, mean, seq.forced_count,
+                       seq.n_loops)
 
 
 def generate_batch(runtime: Runtime, request: BatchRequest,

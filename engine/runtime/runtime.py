@@ -11,6 +11,8 @@ It runs in the engine process (see ``engine.worker``); everything else reaches i
 - switching sessions saves and restores per-sequence KV state instead of re-prefilling;
 - banned phrases are enforced while decoding: a phrase that appears is rolled back to the
   token where it began and resampled with that token banned there (``_generate``);
+- loops are caught while decoding (``loop_guard``): a repeat is rolled back to where it
+  began, decoding goes on with a penalty on continuing it, and a third loop ends the output;
 - continuations can be scored (``score``) without sampling, for classification.
 """
 
@@ -22,12 +24,15 @@ import random
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from engine import native_log
 from engine.catalog import validate_model_file
+from engine.chat_template import ChatTemplate, RenderedPrompt
+from engine.context_policy import oldest_turn
 from engine.errors import BadRequestError, Cancelled, ContextOverflowError, VersoError
 from engine.events import (
     AttentionMap,
@@ -59,7 +64,7 @@ from engine.options import (
     prompt_limit,
 )
 from engine.runtime.attention import AttentionCapture
-from engine.runtime.chat_template import ChatTemplate, RenderedPrompt
+from engine.runtime.disk_snapshots import DEFAULT_DISK_BUDGET, DiskSnapshots, SnapshotKey
 from engine.runtime.llama_plumbing import (
     AbortSwitch,
     CancelCheck,
@@ -71,6 +76,7 @@ from engine.runtime.llama_plumbing import (
     thread_counts,
     token_piece,
 )
+from engine.runtime.loop_guard import LoopDetector, LoopPenalty
 from engine.runtime.phrase_guard import PhraseGuard, fold
 from engine.runtime.sampling import TokenSampler
 from engine.runtime.snapshots import (
@@ -90,6 +96,8 @@ _BANNED_LOGIT = -1e30
 # Rollbacks allowed per request: a base plus a few per requested token.
 _ROLLBACK_BASE = 64
 _ROLLBACKS_PER_TOKEN = 4
+# Loops the degeneration guard rolls back and steers away from; the next one ends the output.
+LOOP_RETRIES = 2
 
 @dataclass
 class _Timer:
@@ -115,6 +123,7 @@ class _Output:
     pieces: list[bytes] = field(default_factory=list)
     token_ends: list[int] = field(default_factory=list)  # decoded characters after each token
     rollbacks: int = 0
+    loops: int = 0
 
     def __post_init__(self) -> None:
         self.stream = TextStream(self.stops)
@@ -145,7 +154,11 @@ class _Output:
 
 class Runtime:
     def __init__(self, snapshot_budget_bytes: int = DEFAULT_SNAPSHOT_BUDGET,
-                 reuse_kv: bool = True, batch_invariant: bool = False) -> None:
+                 reuse_kv: bool = True, batch_invariant: bool = False,
+                 snapshot_dir: Path | None = None,
+                 disk_budget_bytes: int = DEFAULT_DISK_BUDGET) -> None:
+        """``snapshot_dir``: keep conversations' KV snapshots there too, so they stay warm
+        across restarts (``engine.runtime.disk_snapshots``)."""
         self._llama: Any = None  # llama_cpp.Llama; Any because its private
         # ctypes members (ctx, _batch, _model) are passed to raw llama.cpp calls unchecked
         self._settings: LoadSettings | None = None
@@ -155,6 +168,9 @@ class Runtime:
         self.batch_invariant = batch_invariant
         self._kv_batched = 0  # leading KV entries computed in batches of two or more tokens
         self.snapshots = SnapshotCache(snapshot_budget_bytes)
+        self._snapshot_dir = snapshot_dir
+        self._disk_budget = disk_budget_bytes
+        self._disk: DiskSnapshots | None = None
         self._session: str | None = None
         self._kv_tokens: list[int] = []
         self._history: dict[str, SessionHistory] = {}
@@ -234,10 +250,30 @@ class Runtime:
         if self._template.problem:
             log.warning("%s: using ChatML instead of the model's chat template: %s",
                         settings.path, self._template.problem)
+        if self._snapshot_dir is not None:
+            self._disk = DiskSnapshots(self._snapshot_dir, self._snapshot_key(settings),
+                                       self._disk_budget)
         yield Progress("load", 1, 1)
         yield self._loaded
 
+    def _snapshot_key(self, settings: LoadSettings) -> SnapshotKey:
+        from engine.build_info import build_info
+
+        llm = self._require_model()
+        info = build_info()
+        assert self._loaded is not None
+        return SnapshotKey(
+            model_sha256=self._loaded.ref.sha256, n_ctx=llm.n_ctx(),
+            kv_type=str(settings.kv_type), flash_attn=settings.flash_attn,
+            n_gpu_layers=self._loaded.gpu_layers, n_batch=llm.n_batch,
+            llama_build=f"{info.llama_cpp_python} {info.ggml_version} {info.ggml_commit}")
+
     def unload(self) -> None:
+        if self._disk is not None:
+            if self._llama is not None and self._session is not None and self._kv_tokens:
+                self._disk.save(self._session, self._capture())
+            self._disk.close()
+            self._disk = None
         if self._attention is not None:  # its context lives on the model: free it first
             self._attention.close()
             self._attention = None
@@ -361,7 +397,7 @@ class Runtime:
                 break
             if request.policy is not ContextPolicy.DROP_OLDEST:
                 raise ContextOverflowError(len(tokens), limit, ContextOverflowError.CHAT_REMEDY)
-            drop = _oldest_turn(messages)
+            drop = oldest_turn(messages)
             if drop is None:
                 raise ContextOverflowError(len(tokens), limit,
                                            ContextOverflowError.NOTHING_LEFT_TO_DROP)
@@ -485,18 +521,15 @@ class Runtime:
             return False
         llm = self._require_model()
         if self._session is not None and self._kv_tokens:
-            size = llama_cpp.llama_state_seq_get_size(llm.ctx, 0)
-            buffer = (ctypes.c_uint8 * size)()
-            written = llama_cpp.llama_state_seq_get_data(llm.ctx, buffer, size, 0)
-            self.snapshots.put(self._session, Snapshot(
-                kv_tokens=tuple(self._kv_tokens),
-                state=bytes(buffer)[:written],
-                history=self._history.get(self._session, SessionHistory()),
-                kv_batched=self._kv_batched,
-            ))
+            outgoing = self._capture()
+            self.snapshots.put(self._session, outgoing)
+            if self._disk is not None:
+                self._disk.save(self._session, outgoing)
         self._clear_kv()
         self._session = session_id
         snapshot = self.snapshots.take(session_id)
+        if snapshot is None and self._disk is not None:
+            snapshot = self._disk.load(session_id)
         if snapshot is None:
             return False
         buffer = (ctypes.c_uint8 * len(snapshot.state)).from_buffer_copy(snapshot.state)
@@ -509,8 +542,26 @@ class Runtime:
         self._history[session_id] = snapshot.history
         return True
 
+    def _capture(self) -> Snapshot:
+        """The current session's KV state and what is known to be in it."""
+        import llama_cpp
+
+        llm = self._require_model()
+        size = llama_cpp.llama_state_seq_get_size(llm.ctx, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(llm.ctx, buffer, size, 0)
+        assert self._session is not None
+        return Snapshot(
+            kv_tokens=tuple(self._kv_tokens),
+            state=bytes(buffer)[:written],
+            history=self._history.get(self._session, SessionHistory()),
+            kv_batched=self._kv_batched,
+        )
+
     def forget_session(self, session_id: str) -> None:
         self.snapshots.drop(session_id)
+        if self._disk is not None:
+            self._disk.drop(session_id)
         self._history.pop(session_id, None)
         if session_id == self._session:
             self._clear_kv()
@@ -603,7 +654,7 @@ class Runtime:
         position, the penalties' window). Forced tokens come from the caller, so each is
         checked against the grammar first."""
         llm = self._llama
-        sampler = TokenSampler(sampling, seed, llm._model.vocab, llm.n_vocab())
+        sampler = TokenSampler(sampling, seed, llm._model.vocab, llm.n_vocab(), llm.n_ctx())
         for i, token in enumerate(forced):
             if not sampler.allows(token):
                 sampler.close()
@@ -712,16 +763,23 @@ class Runtime:
                 self._remember(session_id, prompt_text, tokens, out.generated, out.token_ends,
                                out.stream)
         stats = self._stats(tokens, reused, len(tokens) - reused, len(out.generated), timer,
-                            prompt_start, prompt_end, dropped_messages, restored, out.rollbacks)
+                            prompt_start, prompt_end, dropped_messages, restored, out.rollbacks,
+                            out.loops)
         yield Done(finish, out.stream.text, stats)
 
     def _generate(self, out: _Output, tokens: list[int], forced: list[int],
                   sampling: SamplingParams, seed: int, sampler: TokenSampler,
                   cancel: CancelCheck, timer: _Timer) -> Generator[Event, None, FinishReason]:
-        """The token loop. With banned phrases, each new token is checked before it is
-        streamed; on a hit, generation goes back to the token where the phrase began, bans
-        that token at that position and resamples (``Rollback`` retracts what was already
-        streamed). Tokens whose own text contains a phrase are banned everywhere."""
+        """The token loop. Each new token is checked before it is streamed:
+
+        - with banned phrases, on a hit generation goes back to the token where the phrase
+          began, bans that token at that position and resamples (``Rollback`` retracts what
+          was already streamed); tokens whose own text contains a phrase are banned
+          everywhere;
+        - with ``loop_guard``, a loop (``LoopDetector``) is rolled back the same way to where
+          the repeat began, its first token banned there and the rest of it penalised from
+          then on (``LoopPenalty``); the loop after ``LOOP_RETRIES`` is rolled back and ends
+          the output (``FinishReason.REPEATING``)."""
         import llama_cpp
 
         llm = self._llama
@@ -735,6 +793,12 @@ class Runtime:
                 guard.push(self._piece(token))
             guard.locked = len(guard)
             always_banned = self._tokens_containing(guard)
+        loops = LoopDetector() if sampling.loop_guard else None
+        if loops is not None:
+            for token in forced:
+                loops.push(self._piece(token))
+            loops.locked = len(loops)
+        penalty = LoopPenalty()
         bans: dict[int, set[int]] = {}  # generated-token position -> tokens banned there
         budget = _ROLLBACK_BASE + _ROLLBACKS_PER_TOKEN * sampling.max_tokens
         while True:
@@ -744,9 +808,10 @@ class Runtime:
                 return FinishReason.CANCELLED
             position = len(out.generated)
             logits = raw = self._logits()
-            if guard is not None:
+            if guard is not None or penalty or position in bans:
                 raw = logits.copy()
                 logits[always_banned] = _BANNED_LOGIT
+                penalty.apply(logits)
                 if position in bans:
                     logits[list(bans[position])] = _BANNED_LOGIT
             token = sampler.sample(logits)
@@ -754,28 +819,49 @@ class Runtime:
                 return FinishReason.STOP
             piece = self._piece(token)
             hit = guard.push(piece) if guard is not None else None
-            if hit is not None:
-                if out.rollbacks >= budget:
-                    return FinishReason.BANNED
-                out.rollbacks += 1
-                at = hit.token_index - len(forced)
+            loop = loops.push(piece) if loops is not None and hit is None else None
+            if hit is not None or loop is not None:
+                if hit is not None:
+                    if out.rollbacks >= budget:
+                        return FinishReason.BANNED
+                    out.rollbacks += 1
+                    at = hit.token_index - len(forced)
+                else:
+                    assert loop is not None
+                    out.loops += 1
+                    at = loop.token_index - len(forced)
+                    if out.loops <= LOOP_RETRIES:
+                        penalty.add_loop([*out.generated, token][at:])
                 bans = {p: b for p, b in bans.items() if p <= at}
                 bans.setdefault(at, set()).add(out.generated[at] if at < position else token)
-                assert guard is not None  # only a guard reports a hit
-                guard.truncate(len(forced) + at)
-                if at == position:
+                for g in (guard, loops):
+                    if g is not None:
+                        g.truncate(len(forced) + at)
+                ending = loop is not None and out.loops > LOOP_RETRIES
+                if at == position and not ending:
                     logits[:] = raw
                     continue
-                n_chars = out.truncate(at)
-                yield Rollback(position - at, n_chars, hit.phrase)
-                kept = tokens + out.generated
-                self._truncate_kv(len(kept) - 1)
-                self._decode_one(kept[-1])  # fresh logits for the position rolled back to
+                if at < position:
+                    n_chars = out.truncate(at)
+                    yield Rollback(position - at, n_chars,
+                                   hit.phrase if hit is not None else loop.text if loop else "",
+                                   repeating=hit is None)
+                    kept = tokens + out.generated
+                    if ending:
+                        self._truncate_kv(len(kept))
+                        return FinishReason.REPEATING
+                    self._truncate_kv(len(kept) - 1)
+                    self._decode_one(kept[-1])  # fresh logits for the position rolled back to
+                elif ending:
+                    return FinishReason.REPEATING
+                penalty.reset(out.generated)
                 sampler.close()
-                sampler = self._build_sampler(sampling, (seed + out.rollbacks) % 2**31, forced,
-                                              out.generated)
+                sampler = self._build_sampler(sampling, (seed + out.rollbacks + out.loops)
+                                              % 2**31, forced, out.generated)
                 continue
             sampler.accept(token)
+            if penalty:
+                penalty.accept(token)
             logprob, alternatives = (self._alternatives(raw, token, sampling.n_probs)
                                      if sampling.n_probs else (None, ()))
             text = out.push(token, piece)
@@ -804,7 +890,8 @@ class Runtime:
 
     def _stats(self, tokens: list[int], reused: int, evaluated: int, generated: int,
                timer: _Timer, prompt_start: float, prompt_end: float,
-               dropped_messages: int, restored: bool = False, rollbacks: int = 0) -> Stats:
+               dropped_messages: int, restored: bool = False, rollbacks: int = 0,
+               loops: int = 0) -> Stats:
         now = time.perf_counter()
         prompt_s = prompt_end - prompt_start
         gen_s = now - prompt_end
@@ -823,6 +910,7 @@ class Runtime:
             dropped_messages=dropped_messages,
             restored_snapshot=restored,
             rollbacks=rollbacks,
+            loops=loops,
         )
 
 
@@ -832,18 +920,6 @@ def _load_failure(exc: BaseException) -> str:
     reasons = [line.split("error loading model", 1)[-1].lstrip(": ")
                for line in native_log.recent_errors() if "error loading model" in line]
     return reasons[-1] if reasons else str(exc)
-
-
-def _oldest_turn(messages: list[ChatMessage]) -> list[int] | None:
-    """Indices of the oldest user turn and the replies that follow it, never the system
-    prompt and never the final message."""
-    first = next((i for i, m in enumerate(messages) if m.role != "system"), None)
-    if first is None or first >= len(messages) - 1:
-        return None
-    end = first + 1
-    while end < len(messages) - 1 and messages[end].role != "user":
-        end += 1
-    return list(range(first, end))
 
 
 def error_event(exc: BaseException, partial_text: str = "") -> Error:

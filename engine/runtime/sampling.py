@@ -24,7 +24,9 @@ _CANDIDATE = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32
 
 
 class TokenSampler:
-    def __init__(self, sampling: SamplingParams, seed: int, vocab: object, n_vocab: int) -> None:
+    def __init__(self, sampling: SamplingParams, seed: int, vocab: object, n_vocab: int,
+                 n_ctx: int = 4096) -> None:
+        """``n_ctx``: the context, which ``dry_penalty_last_n=-1`` scans."""
         import llama_cpp
         from llama_cpp._internals import LlamaSampler
 
@@ -45,14 +47,25 @@ class TokenSampler:
                 or sampling.frequency_penalty):
             chain.add_penalties(n_vocab, sampling.repeat_last_n, sampling.repeat_penalty,
                                 sampling.frequency_penalty, sampling.presence_penalty)
+        if sampling.dry_multiplier > 0 and sampling.dry_penalty_last_n != 0:
+            last_n = n_ctx if sampling.dry_penalty_last_n < 0 else sampling.dry_penalty_last_n
+            self._add_dry(sampling, vocab, last_n)
+        # llama.cpp's order: penalties, DRY, truncation, XTC, temperature. XTC draws from
+        # its own generator, seeded like the final draw.
+        xtc = sampling.xtc_probability > 0 and sampling.xtc_threshold <= 0.5
         if sampling.temperature <= 0:
+            if xtc:
+                chain.add_xtc(sampling.xtc_probability, sampling.xtc_threshold, 1, seed)
             chain.add_greedy()
-        elif sampling.mirostat == 1:
+        elif sampling.mirostat in (1, 2):
+            if xtc:
+                chain.add_xtc(sampling.xtc_probability, sampling.xtc_threshold, 1, seed)
             chain.add_temp(sampling.temperature)
-            chain.add_mirostat(n_vocab, seed, sampling.mirostat_tau, sampling.mirostat_eta, 100)
-        elif sampling.mirostat == 2:
-            chain.add_temp(sampling.temperature)
-            chain.add_mirostat_v2(seed, sampling.mirostat_tau, sampling.mirostat_eta)
+            if sampling.mirostat == 1:
+                chain.add_mirostat(n_vocab, seed, sampling.mirostat_tau, sampling.mirostat_eta,
+                                   100)
+            else:
+                chain.add_mirostat_v2(seed, sampling.mirostat_tau, sampling.mirostat_eta)
         else:
             if sampling.top_k > 0:
                 chain.add_top_k(sampling.top_k)
@@ -62,8 +75,24 @@ class TokenSampler:
                 chain.add_top_p(sampling.top_p, 1)
             if sampling.min_p > 0.0:
                 chain.add_min_p(sampling.min_p, 1)
+            if xtc:
+                chain.add_xtc(sampling.xtc_probability, sampling.xtc_threshold, 1, seed)
             chain.add_temp(sampling.temperature)
             chain.add_dist(seed)
+
+    def _add_dry(self, sampling: SamplingParams, vocab: object, last_n: int) -> None:
+        """llama-cpp-python's ``add_dry`` wants a model object; the raw call takes the vocab.
+        The breaker strings are copied by llama.cpp during the call."""
+        import llama_cpp
+
+        breakers = [b.encode("utf-8") for b in sampling.dry_sequence_breakers]
+        array = (ctypes.c_char_p * max(1, len(breakers)))(*breakers)
+        dry = llama_cpp.llama_sampler_init_dry(
+            vocab, sampling.dry_multiplier, sampling.dry_base, sampling.dry_allowed_length,
+            last_n, array, len(breakers))
+        if not dry:
+            raise BadRequestError("llama.cpp could not set up the DRY sampler.")
+        llama_cpp.llama_sampler_chain_add(self._chain.sampler, dry)
 
     def close(self) -> None:
         if self._grammar is not None:

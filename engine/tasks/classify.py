@@ -10,13 +10,22 @@ few-shot examples as user/assistant turns) and each label is scored as the assis
 reply, end-of-turn marker included, so a label that is a prefix of another ("good" vs "good
 enough") is not favoured. With a base model the prompt is plain ``Text: ...`` / ``Label:``
 lines and each label is scored with the newline that ends it.
+
+Contextual calibration (Zhao et al., 2021, "Calibrate Before Use"): a small model prefers
+some labels whatever the text says (SmolLM2 answers "neutral" to plain praise). The same
+prompt is scored with content-free texts ("", "N/A", "[MASK]"); the average of their label
+distributions is the model's prior for this prompt, and dividing it out of a text's
+distribution (then renormalising) leaves what the text itself moved. The prior is computed
+once per model, prompt and labels (``PriorCache``).
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable, Iterator, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -26,13 +35,24 @@ from engine.options import ChatMessage
 
 DEFAULT_INSTRUCTION = ("Classify the text. Answer with exactly one of these labels and "
                        "nothing else: {labels}.")
+CONTENT_FREE = ("", "N/A", "[MASK]")  # the content-free texts of Zhao et al. (2021)
+PRIOR_FLOOR = 1e-12  # a prior probability is never taken as smaller (no division by zero)
 
 
 @dataclass(frozen=True, slots=True)
 class ClassifyResult:
-    label: str  # the most probable label
-    probabilities: dict[str, float]  # per label, summing to 1
+    label: str  # the most probable label (after calibration when ``calibrated``)
+    probabilities: dict[str, float]  # per label, summing to 1 (calibrated when ``calibrated``)
     logprobs: dict[str, float]  # per label: the model's log-probability of the continuation
+    calibrated: bool = False
+    raw_probabilities: dict[str, float] | None = None  # the softmax of ``logprobs``
+    prior: dict[str, float] | None = None  # the content-free distribution divided out
+
+    @property
+    def raw_label(self) -> str:
+        """The label the model's own scores pick, before calibration."""
+        raw = self.raw_probabilities or self.probabilities
+        return max(raw, key=raw.__getitem__)
 
 
 def softmax(values: Sequence[float]) -> list[float]:
@@ -40,6 +60,60 @@ def softmax(values: Sequence[float]) -> list[float]:
     weights = [math.exp(v - top) for v in values]
     total = sum(weights)
     return [w / total for w in weights]
+
+
+def calibrate(probabilities: Sequence[float], prior: Sequence[float]) -> list[float]:
+    """``probabilities`` with ``prior`` divided out, renormalised to sum to 1 (the diagonal
+    correction W = diag(prior)^-1 of "Calibrate Before Use"). Done in log space, so a text
+    whose probabilities underflow keeps its ordering."""
+    if len(probabilities) != len(prior) or not probabilities:
+        raise ValueError("probabilities and prior must have the same, non-zero length")
+    return softmax([math.log(max(p, PRIOR_FLOOR)) - math.log(max(q, PRIOR_FLOOR))
+                    for p, q in zip(probabilities, prior, strict=True)])
+
+
+def average_distribution(distributions: Sequence[Sequence[float]]) -> list[float]:
+    """The mean of label distributions, renormalised."""
+    if not distributions:
+        raise ValueError("no distributions to average")
+    sums = [math.fsum(column) for column in zip(*distributions, strict=True)]
+    total = math.fsum(sums)
+    return [s / total for s in sums]
+
+
+class PriorCache:
+    """Content-free label distributions by (model as loaded, prompt form, instruction,
+    examples, labels): the first text of a prompt pays three extra scorings, later ones
+    none. Bounded, least recently used first out; safe to share between threads."""
+
+    def __init__(self, max_entries: int = 64) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[Hashable, tuple[float, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> tuple[float, ...] | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+            return found
+
+    def put(self, key: Hashable, prior: Sequence[float]) -> None:
+        with self._lock:
+            self._entries[key] = tuple(prior)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+PRIORS = PriorCache()  # the process's cache, used unless a caller passes its own
 
 
 def check_labels(labels: Sequence[str],
@@ -116,45 +190,99 @@ def _base_candidates(client: Engine, instruction: str, labels: list[str],
     return prompt, continuations
 
 
-def classify(client: Engine, text: str, labels: Sequence[str],
-             few_shot: Sequence[tuple[str, str]] = (), instruction: str | None = None,
-             chat: bool | None = None) -> ClassifyResult:
-    """Classify ``text`` into one of ``labels``. ``few_shot`` are (text, label) examples;
-    ``instruction`` may use ``{labels}``; ``chat`` None uses the chat form when the model
-    has a chat template."""
+def _label_logprobs(client: Engine, use_chat: bool, instruction: str, labels: list[str],
+                    few_shot: Sequence[tuple[str, str]], text: str) -> list[float]:
+    build = _chat_candidates if use_chat else _base_candidates
+    prompt, continuations = build(client, instruction, labels, few_shot, text)
+    return client.score(prompt, continuations)
+
+
+def content_free_prior(client: Engine, labels: Sequence[str],
+                       few_shot: Sequence[tuple[str, str]] = (),
+                       instruction: str | None = None, chat: bool | None = None,
+                       cache: PriorCache | None = PRIORS) -> list[float]:
+    """The model's label distribution for this prompt when the text says nothing: the
+    average over ``CONTENT_FREE``, from ``cache`` when it was computed before."""
     clean = check_labels(labels, few_shot)
     loaded = client.loaded
     if loaded is None:
         raise BadRequestError("Load a model before classifying.")
-    use_chat = loaded.has_chat_template if chat is None else chat
-    prompt_instruction = (instruction or DEFAULT_INSTRUCTION).replace(
-        "{labels}", ", ".join(clean))
-    build = _chat_candidates if use_chat else _base_candidates
-    prompt, continuations = build(client, prompt_instruction, clean, few_shot, text)
     require(client.capabilities, Feature.SCORE)
-    logprobs = client.score(prompt, continuations)
-    probabilities = softmax(logprobs)
-    best = max(range(len(clean)), key=probabilities.__getitem__)
-    return ClassifyResult(clean[best], dict(zip(clean, probabilities, strict=True)),
-                          dict(zip(clean, logprobs, strict=True)))
+    use_chat = loaded.has_chat_template if chat is None else chat
+    prompt_instruction = _instruction(instruction, clean)
+    key = (loaded, use_chat, prompt_instruction,
+           tuple((t, label.strip()) for t, label in few_shot), tuple(clean))
+    found = cache.get(key) if cache is not None else None
+    if found is not None:
+        return list(found)
+    prior = average_distribution([
+        softmax(_label_logprobs(client, use_chat, prompt_instruction, clean, few_shot, cf))
+        for cf in CONTENT_FREE])
+    if cache is not None:
+        cache.put(key, prior)
+    return prior
+
+
+def _instruction(instruction: str | None, labels: list[str]) -> str:
+    return (instruction or DEFAULT_INSTRUCTION).replace("{labels}", ", ".join(labels))
+
+
+def classify(client: Engine, text: str, labels: Sequence[str],
+             few_shot: Sequence[tuple[str, str]] = (), instruction: str | None = None,
+             chat: bool | None = None, calibrated: bool = True,
+             cache: PriorCache | None = PRIORS) -> ClassifyResult:
+    """Classify ``text`` into one of ``labels``. ``few_shot`` are (text, label) examples;
+    ``instruction`` may use ``{labels}``; ``chat`` None uses the chat form when the model
+    has a chat template. ``calibrated`` divides out the content-free prior (see the module
+    docstring); the result keeps the raw distribution beside the calibrated one."""
+    clean = check_labels(labels, few_shot)
+    loaded = client.loaded
+    if loaded is None:
+        raise BadRequestError("Load a model before classifying.")
+    require(client.capabilities, Feature.SCORE)
+    use_chat = loaded.has_chat_template if chat is None else chat
+    logprobs = _label_logprobs(client, use_chat, _instruction(instruction, clean), clean,
+                               few_shot, text)
+    raw = softmax(logprobs)
+    prior: list[float] | None = None
+    final = raw
+    if calibrated:
+        prior = content_free_prior(client, clean, few_shot, instruction, use_chat, cache)
+        final = calibrate(raw, prior)
+    best = max(range(len(clean)), key=final.__getitem__)
+
+    def by_label(values: Sequence[float]) -> dict[str, float]:
+        return dict(zip(clean, values, strict=True))
+
+    return ClassifyResult(clean[best], by_label(final), by_label(logprobs), calibrated,
+                          by_label(raw), None if prior is None else by_label(prior))
 
 
 def classify_many(client: Engine, texts: Iterable[str], labels: Sequence[str],
                   few_shot: Sequence[tuple[str, str]] = (), instruction: str | None = None,
-                  chat: bool | None = None) -> Iterator[tuple[str, ClassifyResult]]:
+                  chat: bool | None = None, calibrated: bool = True,
+                  cache: PriorCache | None = PRIORS) -> Iterator[tuple[str, ClassifyResult]]:
     """``classify`` each text in turn, lazily (a caller can show progress or stop early).
-    The prompt before the text is the same every time, so its KV cache is reused."""
+    The prompt before the text is the same every time, so its KV cache is reused, and the
+    content-free prior is computed once."""
     for text in texts:
-        yield text, classify(client, text, labels, few_shot, instruction, chat)
+        yield text, classify(client, text, labels, few_shot, instruction, chat, calibrated,
+                             cache)
 
 
 def write_csv(rows: Iterable[tuple[str, ClassifyResult]], labels: Sequence[str],
               out: TextIO) -> None:
-    """CSV with the columns text, label, p_<label>... written as rows arrive."""
+    """CSV written as rows arrive, with the columns text, label, p_<label>..., then
+    calibrated (true/false), raw_label and raw_p_<label>... (the model's own distribution,
+    the same as p_ when not calibrated)."""
     clean = [label.strip() for label in labels]
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["text", "label", *(f"p_{label}" for label in clean)])
+    writer.writerow(["text", "label", *(f"p_{label}" for label in clean), "calibrated",
+                     "raw_label", *(f"raw_p_{label}" for label in clean)])
     for text, result in rows:
+        raw = result.raw_probabilities or result.probabilities
         writer.writerow([text, result.label,
-                         *(f"{result.probabilities[label]:.6f}" for label in clean)])
+                         *(f"{result.probabilities[label]:.6f}" for label in clean),
+                         "true" if result.calibrated else "false", result.raw_label,
+                         *(f"{raw[label]:.6f}" for label in clean)])
         out.flush()

@@ -4,10 +4,10 @@ driving a batched generation with cancellation. The tasks talk to any ``engine.a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from engine.api import CancelCheck, Engine
+from engine.api import CancelCheck, Engine, Feature
 from engine.errors import Cancelled, VersoError
 from engine.events import Error, SeqDone
 from engine.model_ref import ModelRef
@@ -28,6 +28,17 @@ def prompt_tokens(client: Engine, text: str, chat: bool) -> tuple[int, ...]:
     if chat:
         return client.chat_prompt([ChatMessage("user", text)]).tokens
     return tuple(client.tokenize(text, add_bos=True, special=False))
+
+
+def prompt_item(client: Engine, text: str, chat: bool,
+                required: tuple[str, ...] = ()) -> BatchItem:
+    """One batch prompt (``prompt_tokens``); for a backend without exact tokenization, the
+    prompt itself, as a user message or raw text, for the backend to send as it is."""
+    if client.capabilities.has(Feature.EXACT_TOKENS):
+        return BatchItem(prompt_tokens(client, text, chat), required)
+    if chat:
+        return BatchItem((), required, messages=(ChatMessage("user", text),))
+    return BatchItem((), required, text=text)
 
 
 def job_model(client: Engine, recipe: JobRecipe | None) -> ModelRef:
@@ -87,6 +98,3 @@ def run_batch(client: Engine, request: BatchRequest, stage: str,
             close()
 
 
-def batch_items(prompts: Sequence[tuple[int, ...]],
-                required: Sequence[tuple[str, ...]] | None = None) -> tuple[BatchItem, ...]:
-    return tuple(BatchItem(p, required[i] if required else ()) for i, p in enumerate(prompts))

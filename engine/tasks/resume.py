@@ -216,11 +216,11 @@ def interrupted_jobs(store: JobStore, kind: str, exclude: Sequence[str] = ()) ->
 
 def sampling_from_json(data: dict[str, Any]) -> SamplingParams:
     """``SamplingParams`` from its ``asdict`` form read back from JSON (lists -> tuples)."""
+    tuples = {f.name for f in fields(SamplingParams) if isinstance(f.default, tuple)}
     names = {f.name for f in fields(SamplingParams)}
     values = {k: v for k, v in data.items() if k in names}
-    for key in ("stop", "ban_phrases"):
-        if key in values:
-            values[key] = tuple(values[key])
+    for key in tuples & values.keys():
+        values[key] = tuple(values[key])
     if "logit_bias" in values:
         values["logit_bias"] = tuple((int(t), float(b)) for t, b in values["logit_bias"])
     return SamplingParams(**values)

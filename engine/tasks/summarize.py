@@ -11,28 +11,29 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
 from engine.api import Engine
-from engine.documents import Chunk, Document, segment
+from engine.documents import Chunk, Document, document_from_text, segment
 from engine.errors import BadRequestError, Cancelled, VersoError
 from engine.events import SeqDone
-from engine.options import GREEDY, BatchRequest, SamplingParams
+from engine.options import DOCUMENT_SAMPLING, GREEDY, BatchRequest, SamplingParams
 from engine.store.jobs import JobStore, content_hash
-from engine.tasks.citations import Note, Point, cite, render_notes
+from engine.tasks.citations import Note, Point, cite, merge_repeats, render_notes, without_markers
 from engine.tasks.extractive import Extract, extract
 from engine.tasks.jobs import (
     CancelCheck,
     TaskProgress,
-    batch_items,
     job_model,
     model_has_chat,
-    prompt_tokens,
+    prompt_item,
     run_batch,
 )
 from engine.tasks.resume import JobRecipe, make_recipe, sampling_from_json, summary_title
+from engine.tasks.support import support
+from engine.tasks.text_quality import cut_loop, degeneration, drop_repeated_sentences
 
 _MIN_TOKENS = 4  # a small model may otherwise end a summary before writing anything
 
@@ -57,7 +58,7 @@ class SummarizeSettings:
     note_tokens: int = 96  # most tokens of each map-step summary
     reduce_tokens: int = 1536  # most prompt tokens of one reduce step
     n_parallel: int = 4
-    sampling: SamplingParams = GREEDY
+    sampling: SamplingParams = DOCUMENT_SAMPLING
 
     def key(self) -> dict[str, Any]:
         """What determines the result (the job id hashes it)."""
@@ -100,12 +101,16 @@ class SummaryResult:
     steps_computed: tuple[str, ...] = ()
     steps_reused: tuple[str, ...] = ()
     notes: dict[int, str] = field(default_factory=dict)  # chunk id -> its map summary
+    # Why the points are not the model's final summary ("" when they are): a final step
+    # that looped or gave no usable point is replaced by the notes on each chunk (or, for
+    # a one-chunk document, its most central sentences).
+    fallback: str = ""
+    # Points of the final step left out because each looped on its own ("" when none).
+    left_out: str = ""
 
     @property
-    def notes_only(self) -> bool:
-        """The final step gave no usable point (a small model combining many notes can
-        fail), so the chunks' own notes stand in for the summary instead of nothing."""
-        return self.mode is Mode.ABSTRACTIVE and not self.points and bool(self.note_lines())
+    def unsupported(self) -> list[Point]:
+        return [p for p in self.points if p.unsupported]
 
     def note_lines(self) -> list[tuple[int, str]]:
         """(chunk id, note) for each chunk with a non-empty note, in document order."""
@@ -129,26 +134,79 @@ class SummaryResult:
         if self.mode is Mode.EXTRACTIVE:
             return "\n".join(f"- \"{e.text}\" ({_where(e.source, e.page, e.paragraph)})"
                              for e in self.extracts)
-        if self.notes_only:
-            return "\n".join(f"- {text} [{cid}]" for cid, text in self.note_lines())
         lines = []
         for kind, title in (("point", "Key points"), ("action", "Action items")):
             points = [p for p in self.points if p.kind == kind]
             if self.form is Form.KEYPOINTS and points:
                 lines.append(f"{title}:")
             for p in points:
-                marks = "".join(f"[{i}]" for i in p.chunks)
+                marks = "".join(f"[{i}]" for i in p.chunks) + \
+                    (f" ({UNSUPPORTED_MARK})" if p.unsupported else "")
                 lines.append(p.text + " " + marks if self.form is Form.PARAGRAPH
-                             else f"- {p.text} {marks}")
-        if self.form is Form.PARAGRAPH:
+                             and not self.fallback else f"- {p.text} {marks}")
+        if self.form is Form.PARAGRAPH and not self.fallback:
             return " ".join(lines)
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["points"] = [{**asdict(p), "sources": self.sources(p), "pages": self.pages(p)}
-                          for p in self.points]
+        data["points"] = [{**asdict(p), "unsupported": p.unsupported, "sources": self.sources(p),
+                           "pages": self.pages(p)} for p in self.points]
         return data
+
+
+UNSUPPORTED_MARK = "unsupported"
+UNSUPPORTED_TEXT = ("Few of this point's words occur in the chunk it cites, so the chunk may "
+                    "not say this: check it against the source.")
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """One run of the final step: its points, the invalid markers, why its text is a loop
+    ("" when it is not), and which looping points were left out of it."""
+
+    points: list[Point]
+    invalid: list[int]
+    degenerate: str = ""
+    left_out: str = ""
+
+    def failure(self) -> str:
+        """Why this attempt cannot be the summary, or ""."""
+        if self.degenerate:
+            return self.degenerate
+        return "" if self.points else "it gave no usable point"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"points": [asdict(p) for p in self.points], "invalid": self.invalid,
+                "degenerate": self.degenerate, "left_out": self.left_out}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> _Attempt:
+        points = [Point(p["text"], tuple(p["chunks"]), p["kind"], p["inferred"])
+                  for p in data["points"]]
+        degenerate = data.get("degenerate")
+        if degenerate is None:  # stored before the check existed
+            loop = degeneration("\n".join(p.text for p in points))
+            degenerate = loop.reason if loop else ""
+        return cls(points, list(data["invalid"]), degenerate, data.get("left_out", ""))
+
+
+def _attempt(text: str, notes: Sequence[Note], existing: set[int], paragraph: bool) -> _Attempt:
+    """The final step's text as points. A text that loops fails, unless the loop is confined
+    to lines that each loop on their own: those are left out and the rest is kept."""
+    loop = degeneration(without_markers(text))
+    left_out = ""
+    if loop is not None:
+        lines = text.splitlines()
+        looping = [degeneration(without_markers(line)) for line in lines]
+        kept = "\n".join(line for line, bad in zip(lines, looping, strict=True) if bad is None)
+        reasons = [bad.reason for bad in looping if bad is not None]
+        if reasons and kept.strip() and degeneration(without_markers(kept)) is None:
+            count = "1 point" if len(reasons) == 1 else f"{len(reasons)} points"
+            text, loop = kept, None
+            left_out = f"{count} of the model's summary left out: {reasons[0]}."
+    points, invalid = cite(text, notes, existing, paragraph)
+    return _Attempt(points, invalid, loop.reason if loop else "", left_out)
 
 
 def _where(source: str, page: int | None, paragraph: int) -> str:
@@ -178,9 +236,10 @@ _ECHOED_LABEL = re.compile(r"^\s*(?:(?:Source\s*:[^\n]*|(?:Excerpt|Summary)\s*:\
 
 
 def _clean_note(text: str) -> str:
-    """A map step's note without prompt labels a small model echoed at its start."""
-    cleaned = _ECHOED_LABEL.sub("", text.strip() + "\n").strip()
-    return cleaned or text.strip()
+    """A map step's note without prompt labels a small model echoed at its start, without
+    the copies of a sentence it looped on, and cut where a run of words starts over."""
+    cleaned = _ECHOED_LABEL.sub("", text.strip() + "\n").strip() or text.strip()
+    return cut_loop(drop_repeated_sentences(cleaned))
 
 
 def _reduce_prompt(notes: Sequence[Note], settings: SummarizeSettings, final: bool) -> str:
@@ -293,7 +352,7 @@ class _Run:
             yield TaskProgress(stage, len(steps), len(steps), 0.0)
             return
         request = BatchRequest(
-            batch_items([prompt_tokens(self.client, prompts[i], self.chat) for i in todo]),
+            tuple(prompt_item(self.client, prompts[i], self.chat) for i in todo),
             sampling=SamplingParams(**{**asdict(self.settings.sampling),
                                        "max_tokens": max_tokens}),
             n_parallel=self.settings.n_parallel, min_tokens=_MIN_TOKENS)
@@ -317,9 +376,9 @@ class _Run:
                                   lambda i, text: text.strip() if single else _clean_note(text))
         notes = [Note(self.saved[step], (ref.id,)) for step, (_, ref) in zip(steps, self.chunks,
                                                                                strict=True)]
-        invalid: list[int] = []
+        paragraph = s.form is Form.PARAGRAPH
         if single:
-            points, invalid = cite(notes[0].text, notes, existing, s.form is Form.PARAGRAPH)
+            attempt = _attempt(notes[0].text, notes, existing, paragraph)
         else:
             level = 1
             while True:
@@ -334,32 +393,57 @@ class _Run:
 
                 def parse(i: int, text: str, groups: list[list[Note]] = groups,
                           final: bool = final) -> dict[str, Any]:
-                    points, bad = cite(text, groups[i], existing,
-                                       final and s.form is Form.PARAGRAPH)
-                    return {"points": [asdict(p) for p in points], "invalid": bad}
+                    return _attempt(text, groups[i], existing, final and paragraph).to_json()
 
                 tokens = self._final_tokens() if final else s.note_tokens * 2
                 yield from self._generate(stage, steps, prompts, tokens, parse)
                 parsed = [self.saved[step] for step in steps]
                 if final:
-                    points = [Point(p["text"], tuple(p["chunks"]), p["kind"], p["inferred"])
-                              for p in parsed[0]["points"]]
-                    invalid = parsed[0]["invalid"]
+                    attempt = _Attempt.from_json(parsed[0])
                     break
                 # One note per group, so every level has fewer notes than the one before.
                 notes = [_merge(result["points"], group)
                          for result, group in zip(parsed, groups, strict=True)]
                 level += 1
-        if s.form is not Form.PARAGRAPH:
+        points, fallback = attempt.points, attempt.failure()
+        if fallback:
+            points, fallback = self._fallback(fallback)
+        elif s.form is not Form.PARAGRAPH:
             points = [p for p in points if p.kind == "point"][:s.length] + \
                 [p for p in points if p.kind == "action"]
         result = SummaryResult(
-            s.mode, s.form, points=tuple(points), chunks=tuple(r for _, r in self.chunks),
-            invalid_markers=tuple(invalid), job_id=self.job.id if self.job else "",
-            steps_computed=tuple(self.computed), steps_reused=tuple(self.reused),
-            notes={ref.id: self.saved[f"map:{ref.id}"] for _, ref in self.chunks})
+            s.mode, s.form, points=tuple(self._checked(points)),
+            chunks=tuple(r for _, r in self.chunks), invalid_markers=tuple(attempt.invalid),
+            job_id=self.job.id if self.job else "", steps_computed=tuple(self.computed),
+            steps_reused=tuple(self.reused),
+            notes={ref.id: self.saved[f"map:{ref.id}"] for _, ref in self.chunks},
+            fallback=fallback, left_out="" if fallback else attempt.left_out)
         self.finish("done", result.to_json())
         yield result
+
+    def _fallback(self, failure: str) -> tuple[list[Point], str]:
+        """What stands in for a failed final step, and the explanation a user reads: the
+        notes on each chunk, or for a one-chunk document its most central sentences."""
+        if len(self.chunks) == 1:
+            chunk, ref = self.chunks[0]
+            quoted = extract([document_from_text(chunk.body, name=ref.source, markdown=True)],
+                             self.settings.length)
+            if quoted:
+                return ([Point(e.text, (ref.id,)) for e in quoted],
+                        f"The model's summary failed ({failure}), so the document's most "
+                        "central sentences are quoted instead.")
+            return [], f"The model's summary failed ({failure}) and no sentence could be quoted."
+        notes = [Point(" ".join(_clean_note(self.saved[f"map:{ref.id}"]).split()), (ref.id,))
+                 for _, ref in self.chunks if self.saved[f"map:{ref.id}"].strip()]
+        return (merge_repeats(notes), f"The model's final step failed ({failure}), so its "
+                "notes on each chunk are shown instead.")
+
+    def _checked(self, points: Sequence[Point]) -> list[Point]:
+        """Points with their support in the chunks they cite."""
+        texts = {ref.id: chunk.text for chunk, ref in self.chunks}
+        return [replace(p, support=round(support(p.text, [texts[c] for c in p.chunks
+                                                          if c in texts]), 3))
+                for p in points]
 
     def _final_tokens(self) -> int:
         s = self.settings
@@ -374,7 +458,7 @@ class _Run:
         groups: list[list[Note]] = [[]]
         used = 0
         for note in notes:
-            size = len(self.client.tokenize(render_notes([note]))) + 1
+            size = self.client.count_tokens(render_notes([note])) + 1
             if groups[-1] and used + size > budget and len(groups[-1]) >= 2:
                 groups.append([])
                 used = 0

@@ -2,10 +2,15 @@
 
 Each text block (heading, paragraph, list item, quote, table row) is one segment, split at
 sentence ends when it is too long; code is copied unchanged. Segments are decoded together
-as parallel sequences that share the instruction prefix. Glossary translations that apply to
-a segment are enforced while decoding (``BatchItem.required``: forced before the segment
-may end), not merely asked for. Confidence is the mean log-probability of the segment's
-tokens under the model; segments below ``low_confidence`` are flagged.
+as parallel sequences that share the instruction prefix (``translate_prompt``).
+
+Each raw output is then reviewed (``translate_review``): echoed prompt lines are stripped,
+each required glossary translation is placed over the model's word for its source term (the
+model's own translation of each term alone, ``renderings``, helps find it), never appended
+and never more often than the term occurs, and an output in the source language or a copy of
+the source is flagged as untranslated. Confidence is the mean log-probability of the
+segment's tokens under the model; a segment below ``low_confidence``, untranslated or empty
+is flagged low, and every problem carries a plain explanation (``Segment.flags``).
 
 With a ``JobStore`` every segment is stored as soon as it is translated, so running the same
 translation again after a cancel or a crash translates only the segments still missing."""
@@ -19,7 +24,7 @@ from engine.api import Engine
 from engine.documents import Block, BlockKind, Document, split_sentences
 from engine.errors import BadRequestError, Cancelled, VersoError
 from engine.events import SeqDone
-from engine.options import GREEDY, BatchItem, BatchRequest, SamplingParams
+from engine.options import DOCUMENT_SAMPLING, GREEDY, BatchRequest, SamplingParams
 from engine.store.jobs import JobStore, content_hash
 from engine.tasks.glossary import Glossary, GlossaryEntry
 from engine.tasks.jobs import (
@@ -27,11 +32,13 @@ from engine.tasks.jobs import (
     TaskProgress,
     job_model,
     model_has_chat,
-    prompt_tokens,
     run_batch,
 )
-from engine.tasks.language import detect_language, language_code, language_name
+from engine.tasks.language import detect_language, language_code, language_name, warm_up
 from engine.tasks.resume import JobRecipe, make_recipe, sampling_from_json, translation_title
+from engine.tasks.term_placement import TermResult
+from engine.tasks.translate_prompt import DEFAULT_FORMAT, FORMATS, SegmentPrompt, segment_prompt
+from engine.tasks.translate_review import EMPTY, UNTRANSLATED, ReviewFlag, review
 
 _UNTRANSLATED = (BlockKind.CODE, BlockKind.PAGE_BREAK)
 
@@ -44,8 +51,9 @@ class TranslateSettings:
     segment_tokens: int = 200  # longer blocks are split at sentence ends
     low_confidence: float = -1.5  # mean token log-probability below which a segment is flagged
     n_parallel: int = 4
-    sampling: SamplingParams = GREEDY
+    sampling: SamplingParams = DOCUMENT_SAMPLING
     max_ratio: float = 3.0  # most output tokens per source token (plus a margin)
+    prompt_format: str = DEFAULT_FORMAT  # one of translate_prompt.FORMATS
 
     def key(self) -> dict:
         """What determines the result (the job id hashes it)."""
@@ -81,6 +89,19 @@ class Segment:
     forced_tokens: int = 0  # tokens the glossary enforcement inserted
     finish_reason: str = ""
     translated: bool = True  # False for code, copied verbatim
+    flags: tuple[ReviewFlag, ...] = ()  # problems found in the output, plainly explained
+    leaked: tuple[str, ...] = ()  # echoed prompt text removed from the output
+    terms: tuple[TermResult, ...] = ()  # how each required glossary term was placed
+
+    @property
+    def untranslated(self) -> bool:
+        return any(f.kind in (UNTRANSLATED, EMPTY) for f in self.flags)
+
+    @property
+    def needs_review(self) -> bool:
+        """Low confidence, untranslated, or a glossary term not placed as required (an
+        echo that was removed cleanly is only noted)."""
+        return self.low_confidence or any(f.kind != "prompt_echo" for f in self.flags)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +111,7 @@ class Translation:
     document_name: str
     segments: tuple[Segment, ...]
     segments_reused: int = 0  # segments taken from a stored, interrupted run of the same job
+    renderings: tuple[tuple[str, str], ...] = ()  # (glossary term, the model's own translation)
 
     def blocks(self) -> list[tuple[Segment, str]]:
         """(first segment of the block, the block's whole translation), in order."""
@@ -132,38 +154,68 @@ def segments_of(document: Document, count: Callable[[str], int], limit: int) -> 
     return out
 
 
-def _prompt(segment: Segment, source: str, target: str, glossary: Glossary, chat: bool) -> str:
-    terms = glossary.applicable(segment.source)
-    hint = ("Glossary: " + "; ".join(f"{e.source} = {e.target}" for e in terms) + "\n"
-            if terms else "")
-    if chat:
-        return (f"Translate the {source} text below into {target}. Reply with the translation "
-                f"only, on one line.\n{hint}\n{segment.source}")
-    return f"Translate from {source} to {target}.\n{hint}{source}: {segment.source}\n{target}:"
-
-
-def _request(client: Engine, segments: Sequence[Segment], settings: TranslateSettings,
-             source: str, target: str, sampling: SamplingParams) -> BatchRequest:
+def _prompts(client: Engine, texts: Sequence[str], settings: TranslateSettings,
+             source: str, target: str) -> list[SegmentPrompt]:
+    if settings.prompt_format not in FORMATS:
+        raise BadRequestError(f"Unknown prompt format {settings.prompt_format!r}: use one of "
+                              + ", ".join(FORMATS) + ".")
     chat = model_has_chat(client)
-    items = []
-    longest = 0
-    for s in segments:
-        tokens = prompt_tokens(client, _prompt(s, source, target, settings.glossary, chat), chat)
-        required = tuple(e.target for e in settings.glossary.applicable(s.source))
-        items.append(BatchItem(tokens, required))
-        longest = max(longest, len(client.tokenize(s.source)))
+    return [segment_prompt(client, text, language_name(source), language_name(target),
+                           settings.glossary.applicable(text), chat, settings.prompt_format)
+            for text in texts]
+
+
+def _request(client: Engine, texts: Sequence[str], prompts: Sequence[SegmentPrompt],
+             settings: TranslateSettings, sampling: SamplingParams) -> BatchRequest:
+    longest = max(client.count_tokens(t) for t in texts)
     max_tokens = int(longest * settings.max_ratio) + 16
-    return BatchRequest(tuple(items), replace(sampling, max_tokens=max_tokens, stop=("\n",)),
+    items = tuple(p.item() for p in prompts)
+    return BatchRequest(items, replace(sampling, max_tokens=max_tokens, stop=("\n",)),
                         n_parallel=settings.n_parallel, logprobs=True)
 
 
-def _finished(segment: Segment, done: SeqDone, required: tuple[str, ...],
-              threshold: float) -> Segment:
-    text = done.text.strip()
+def _finished(segment: Segment, done: SeqDone, prompt: SegmentPrompt,
+              settings: TranslateSettings, source: str, target: str,
+              renderings: dict[str, tuple[str, ...]]) -> Segment:
+    entries = settings.glossary.applicable(segment.source)
+    checked = review(segment.source, done.text.strip(), source, target, prompt.instructions,
+                     prompt.labels, entries, renderings)
     mean = done.mean_logprob
-    low = not text or mean is None or mean < threshold
-    return replace(segment, text=text, mean_logprob=mean, low_confidence=low, required=required,
-                   forced_tokens=done.forced_tokens, finish_reason=str(done.finish_reason))
+    failed = any(f.kind in (UNTRANSLATED, EMPTY) for f in checked.flags)
+    low = not checked.text or mean is None or mean < settings.low_confidence or failed
+    return replace(segment, text=checked.text, mean_logprob=mean, low_confidence=low,
+                   required=tuple(e.target for e in entries), forced_tokens=done.forced_tokens,
+                   finish_reason=str(done.finish_reason), flags=checked.flags,
+                   leaked=checked.leaked, terms=checked.terms)
+
+
+def _renderings(client: Engine, settings: TranslateSettings, texts: Sequence[str],
+                source: str, target: str, cancel: CancelCheck) -> tuple[tuple[str, str], ...]:
+    """The model's own translation of each glossary term used in ``texts``, alone."""
+    terms = sorted({e.source for t in texts for e in settings.glossary.applicable(t)})
+    if not terms:
+        return ()
+    prompts = _prompts(client, terms, replace(settings, glossary=Glossary()), source, target)
+    request = _request(client, terms, prompts, replace(settings, max_ratio=4.0), GREEDY)
+    found: dict[int, str] = {}
+    for _ in run_batch(client, request, "glossary", lambda d: found.update({d.index: d.text}),
+                       cancel):
+        pass
+    return tuple((term, " ".join(found.get(i, "").split())) for i, term in enumerate(terms))
+
+
+def _rendering_map(pairs: Sequence[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
+    return {term: (text,) for term, text in pairs if text}
+
+
+def _restore(saved: dict) -> dict:
+    """A stored segment step as ``Segment`` fields."""
+    saved = dict(saved)
+    saved["required"] = tuple(saved.get("required", ()))
+    saved["flags"] = tuple(ReviewFlag(**f) for f in saved.get("flags", ()))
+    saved["leaked"] = tuple(saved.get("leaked", ()))
+    saved["terms"] = tuple(TermResult(**t) for t in saved.get("terms", ()))
+    return saved
 
 
 def _languages(document: Document, settings: TranslateSettings) -> tuple[str, str]:
@@ -176,7 +228,7 @@ def _languages(document: Document, settings: TranslateSettings) -> tuple[str, st
 
 
 _STORED = ("text", "mean_logprob", "low_confidence", "required", "forced_tokens",
-           "finish_reason")
+           "finish_reason", "flags", "leaked", "terms")
 
 
 def translate(client: Engine, document: Document, settings: TranslateSettings,
@@ -189,6 +241,7 @@ def translate(client: Engine, document: Document, settings: TranslateSettings,
     if client.loaded is None:
         raise VersoError("Load a model before translating.")
     source, target = _languages(document, settings)
+    warm_up()
 
     segments = segments_of(document, client.count_tokens, settings.segment_tokens)
     results = {s.index: s for s in segments}
@@ -205,11 +258,11 @@ def translate(client: Engine, document: Document, settings: TranslateSettings,
         for step, saved in store.steps(job.id).items():
             index = int(step.removeprefix("segment:"))
             if index in results:
-                saved["required"] = tuple(saved["required"])
-                results[index] = replace(results[index], **saved)
+                results[index] = replace(results[index], **_restore(saved))
     translatable = [s for s in segments if s.translated]
     todo = [s for s in translatable if not results[s.index].finish_reason]
     reused = len(translatable) - len(todo)
+    renderings: tuple[tuple[str, str], ...] = ()
 
     def finish(status: str) -> None:
         if store is not None and job is not None:
@@ -217,16 +270,20 @@ def translate(client: Engine, document: Document, settings: TranslateSettings,
 
     try:
         if todo:
-            request = _request(client, todo, settings, language_name(source),
-                               language_name(target), settings.sampling)
+            renderings = _renderings(client, settings, [s.source for s in todo], source,
+                                     target, cancel)
+            by_term = _rendering_map(renderings)
+            texts = [s.source for s in todo]
+            prompts = _prompts(client, texts, settings, source, target)
+            request = _request(client, texts, prompts, settings, settings.sampling)
 
             def on_done(done: SeqDone) -> None:
-                segment = _finished(todo[done.index], done, request.items[done.index].required,
-                                    settings.low_confidence)
+                segment = _finished(todo[done.index], done, prompts[done.index], settings,
+                                    source, target, by_term)
                 results[segment.index] = segment
                 if store is not None and job is not None:
                     store.save_step(job.id, f"segment:{segment.index}",
-                                    {k: getattr(segment, k) for k in _STORED})
+                                    {k: v for k, v in asdict(segment).items() if k in _STORED})
 
             yield from run_batch(client, request, "translate", on_done, cancel,
                                  done_before=reused, total=len(translatable))
@@ -240,7 +297,8 @@ def translate(client: Engine, document: Document, settings: TranslateSettings,
         raise
     finish("done")
     yield Translation(source, target, document.name,
-                      tuple(results[i] for i in range(len(segments))), segments_reused=reused)
+                      tuple(results[i] for i in range(len(segments))), segments_reused=reused,
+                      renderings=renderings)
 
 
 def retranslate(client: Engine, translation: Translation, index: int,
@@ -251,12 +309,15 @@ def retranslate(client: Engine, translation: Translation, index: int,
     segment = translation.segments[index]
     if not segment.translated:
         return translation
-    request = _request(client, [segment], settings, language_name(translation.source_language),
-                       language_name(translation.target_language), sampling or settings.sampling)
+    source, target = translation.source_language, translation.target_language
+    prompts = _prompts(client, [segment.source], settings, source, target)
+    request = _request(client, [segment.source], prompts, settings,
+                       sampling or settings.sampling)
+    by_term = _rendering_map(translation.renderings)
     found: list[Segment] = []
     for _ in run_batch(client, request, "retranslate",
-                       lambda d: found.append(_finished(segment, d, request.items[0].required,
-                                                        settings.low_confidence)), cancel):
+                       lambda d: found.append(_finished(segment, d, prompts[0], settings, source,
+                                                        target, by_term)), cancel):
         pass
     segments = list(translation.segments)
     segments[index] = found[0]

@@ -1,6 +1,10 @@
 """Writing a translation as Markdown, plain text or Word, with the source's structure:
 headings stay headings (``Heading n`` in Word), list items stay list items (``List Bullet``
-/ ``List Number``)."""
+/ ``List Number``).
+
+Segments that need a reviewer's look (untranslated, a glossary term not placed, low
+confidence) travel with the export: a "Review notes" list at the end of Markdown and plain
+text, a Word comment on the paragraph in .docx."""
 
 from __future__ import annotations
 
@@ -11,6 +15,35 @@ from engine.errors import BadRequestError
 from engine.tasks.translate import Segment, Translation
 
 EXPORT_SUFFIXES = (".md", ".txt", ".docx")
+
+
+REVIEW_AUTHOR = "Verso"
+
+
+def segment_notes(segment: Segment) -> list[str]:
+    """Plain explanations of what a reviewer should check in ``segment``."""
+    notes = [f.message for f in segment.flags if f.kind != "prompt_echo"]
+    if segment.low_confidence and not segment.untranslated and segment.text:
+        notes.append("Low confidence: the model was unsure of this translation.")
+    return notes
+
+
+def _block_notes(translation: Translation) -> list[tuple[int, list[str]]]:
+    """(block number from 1, notes) for each block with a segment that needs review."""
+    out: list[tuple[int, list[str]]] = []
+    for number, (first, _) in enumerate(translation.blocks(), start=1):
+        notes = [n for s in translation.segments if s.block == first.block
+                 for n in segment_notes(s)]
+        if notes:
+            out.append((number, notes))
+    return out
+
+
+def review_notes(translation: Translation) -> str:
+    """The "Review notes" section ("" when nothing needs review)."""
+    lines = [f"- Paragraph {number}: " + " ".join(notes)
+             for number, notes in _block_notes(translation)]
+    return "Review notes\n\n" + "\n".join(lines) + "\n" if lines else ""
 
 
 def _block(segment: Segment, text: str) -> Block:
@@ -28,7 +61,8 @@ def to_markdown(translation: Translation) -> str:
             parts.append("\n" if tight else "\n\n")
         parts.append(_block(segment, text).markdown())
         previous = segment.kind
-    return "".join(parts) + "\n"
+    notes = review_notes(translation)
+    return "".join(parts) + "\n" + (f"\n---\n\n## {notes}" if notes else "")
 
 
 def to_text(translation: Translation) -> str:
@@ -37,26 +71,32 @@ def to_text(translation: Translation) -> str:
         if segment.kind is BlockKind.LIST_ITEM:
             text = "  " * max(0, segment.level - 1) + "- " + text
         lines.append(text)
-    return "\n\n".join(lines) + "\n"
+    notes = review_notes(translation)
+    return "\n\n".join(lines) + "\n" + (f"\n{notes}" if notes else "")
 
 
 def to_docx(translation: Translation, path: str | Path) -> None:
     import docx
 
     document = docx.Document()
-    for segment, text in translation.blocks():
+    notes = dict(_block_notes(translation))
+    for number, (segment, text) in enumerate(translation.blocks(), start=1):
         match segment.kind:
             case BlockKind.HEADING:
-                document.add_heading(text, level=max(1, min(segment.level, 9)))
+                paragraph = document.add_heading(text, level=max(1, min(segment.level, 9)))
             case BlockKind.LIST_ITEM:
                 style = "List Number" if segment.ordered else "List Bullet"
                 if segment.level >= 2:
                     style += f" {min(segment.level, 3)}"
-                document.add_paragraph(text, style=style)
+                paragraph = document.add_paragraph(text, style=style)
             case BlockKind.QUOTE:
-                document.add_paragraph(text, style="Quote")
+                paragraph = document.add_paragraph(text, style="Quote")
             case _:
-                document.add_paragraph(text)
+                paragraph = document.add_paragraph(text)
+        if number in notes:
+            runs = paragraph.runs or [paragraph.add_run("")]
+            document.add_comment(runs, " ".join(notes[number]), author=REVIEW_AUTHOR,
+                                 initials="V")
     document.save(str(path))
 
 

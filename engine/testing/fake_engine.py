@@ -49,6 +49,8 @@ FAKE_CAPABILITIES = Capabilities("the fake engine")
 _PIECE = re.compile(r"\s*\S+|\s+")
 Responder = Callable[[str], str]
 """Prompt text -> reply text."""
+Scorer = Callable[[str, str], float]
+"""(prompt text, continuation text) -> the continuation's log-probability."""
 
 
 @dataclass
@@ -72,6 +74,7 @@ class FakeEngine:
     replies: Sequence[str] = ("Hello! How can I help?",)
     capabilities: Capabilities = FAKE_CAPABILITIES
     respond: Responder | None = None  # overrides ``replies`` when set
+    scorer: Scorer | None = None  # ``score`` by text; default -1 per continuation token
     token_delay_s: float = 0.0
     n_ctx: int = 2048
     has_chat_template: bool = True
@@ -296,9 +299,13 @@ class FakeEngine:
 
     def score(self, prompt_tokens: Sequence[int], continuations: Sequence[Sequence[int]],
               session_id: str = "score") -> list[float]:
-        """Shorter continuations score higher: -1 per token."""
+        """``scorer`` on the detokenized texts when set, else shorter continuations score
+        higher: -1 per token."""
         self.calls.append(Call("score", (tuple(prompt_tokens), tuple(map(tuple, continuations)))))
         require(self.capabilities, Feature.SCORE)
+        if self.scorer is not None:
+            prompt = self.detokenize(prompt_tokens)
+            return [self.scorer(prompt, self.detokenize(c)) for c in continuations]
         return [-float(len(c)) for c in continuations]
 
     def attention(self, tokens: Sequence[int], query_position: int) -> AttentionMap:

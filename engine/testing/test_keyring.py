@@ -12,7 +12,7 @@ import keyring.backend
 import keyring.errors
 
 
-class TestKeyring(keyring.backend.KeyringBackend):
+class FileKeyring(keyring.backend.KeyringBackend):
     priority = 1
 
     @staticmethod

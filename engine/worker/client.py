@@ -103,7 +103,11 @@ class EngineClient:
     any thread while another thread iterates a request's events."""
 
     def __init__(self, snapshot_budget_bytes: int = DEFAULT_SNAPSHOT_BUDGET,
-                 reuse_kv: bool = True, batch_invariant: bool = False) -> None:
+                 reuse_kv: bool = True, batch_invariant: bool = False,
+                 persist_sessions: bool = False) -> None:
+        """``persist_sessions``: conversations' KV snapshots also go to disk and stay warm
+        across restarts (the app; not one-shot CLI runs)."""
+        self._persist_sessions = persist_sessions
         self._snapshot_budget = snapshot_budget_bytes
         self._reuse_kv = reuse_kv
         self._batch_invariant = batch_invariant
@@ -144,7 +148,8 @@ class EngineClient:
 
         self._proc = self._mp.Process(
             target=serve,
-            args=(cmd_r, evt_w, self._snapshot_budget, self._reuse_kv, self._batch_invariant),
+            args=(cmd_r, evt_w, self._snapshot_budget, self._reuse_kv, self._batch_invariant,
+                  self._persist_sessions),
             name="verso-engine", daemon=True,
         )
         with _main_module_hidden():

@@ -7,9 +7,12 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from engine.api import Engine
+    from engine.remote.engine import RemoteEngine
+    from engine.remote.router import EngineRouter
     from engine.runtime.in_process import InProcessEngine
     from engine.testing.fake_engine import FakeEngine
     from engine.worker.client import EngineClient
 
-    def _engines(a: EngineClient, b: InProcessEngine, c: FakeEngine) -> list[Engine]:
-        return [a, b, c]
+    def _engines(a: EngineClient, b: InProcessEngine, c: FakeEngine, d: RemoteEngine,
+                 e: EngineRouter) -> list[Engine]:
+        return [a, b, c, d, e]

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 
-from engine import native_log
+from engine import native_log, paths
 from engine.errors import Cancelled
 from engine.events import Done, FinishReason, Scores, Tokenized, fold_text
 from engine.runtime.batch import generate_batch
@@ -64,11 +64,12 @@ def dispatch(runtime: Runtime, command: p.Command,
 
 
 def serve(requests: Connection, events: Connection, snapshot_budget_bytes: int,
-          reuse_kv: bool, batch_invariant: bool = False) -> None:
+          reuse_kv: bool, batch_invariant: bool = False, persist_sessions: bool = False) -> None:
     logging.basicConfig(level=logging.WARNING, format="verso-engine %(levelname)s %(message)s")
     native_log.route()
     runtime = Runtime(snapshot_budget_bytes=snapshot_budget_bytes, reuse_kv=reuse_kv,
-                      batch_invariant=batch_invariant)
+                      batch_invariant=batch_invariant,
+                      snapshot_dir=paths.kv_snapshot_dir() if persist_sessions else None)
     cancelled: set[int] = set()
     work: queue.Queue[tuple[int, p.Command] | None] = queue.Queue()
 

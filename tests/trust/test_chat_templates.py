@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from gguf import GGUFValueType
 
+from engine.chat_template import FALLBACK, ChatTemplate
 from engine.errors import BadRequestError
 from engine.events import Done, ModelLoaded
 from engine.options import GREEDY, ChatMessage, ChatRequest, LoadSettings
-from engine.runtime.chat_template import FALLBACK, ChatTemplate
-from engine.runtime.template_guard import TIME_LIMIT_S
+from engine.template_guard import TIME_LIMIT_S
 from engine.worker import EngineClient
 from tests.trust.gguf_mutations import encode_value, spliced
 

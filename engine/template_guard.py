@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import operator
 import re
-import resource
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -44,6 +43,11 @@ class TemplateLimitError(BadRequestError):
 
 
 def _rss_bytes() -> int:
+    """This process's resident memory (0 where it cannot be read cheaply: Windows)."""
+    try:
+        import resource  # not on Windows
+    except ImportError:
+        return 0
     try:
         with open("/proc/self/statm", "rb") as f:
             return int(f.read().split()[1]) * resource.getpagesize()

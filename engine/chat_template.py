@@ -1,4 +1,6 @@
-"""Chat prompts rendered from the model's own ``tokenizer.chat_template``.
+"""Chat prompts rendered from the model's own ``tokenizer.chat_template`` (by the runtime
+for a local model, and by the remote engine for a llama.cpp server's ``/props`` template,
+so a model's prompts are the same text wherever it runs).
 
 Templates come from model files, which are untrusted input: they render only in Jinja's
 ``ImmutableSandboxedEnvironment`` (the fix for CVE-2024-34359; jinja2>=3.1.6 closes later
@@ -23,7 +25,7 @@ import jinja2.ext
 
 from engine.errors import BadRequestError
 from engine.options import ChatMessage
-from engine.runtime.template_guard import GuardedEnvironment
+from engine.template_guard import GuardedEnvironment
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
