@@ -12,9 +12,9 @@ capability with a message that names the feature and the backend.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from engine.errors import UnsupportedError
 from engine.events import AttentionMap, Event, ModelLoaded, RenderedChat
@@ -112,6 +112,23 @@ def check_sampling(capabilities: Capabilities, sampling: SamplingParams) -> None
     if missing:
         raise UnsupportedError(f"{capabilities.backend} does not support the option"
                                f"{'s' if len(missing) > 1 else ''} {', '.join(missing)}.")
+
+
+_DRY = ("dry_multiplier", "dry_base", "dry_allowed_length", "dry_penalty_last_n",
+        "dry_sequence_breakers")
+_XTC = ("xtc_probability", "xtc_threshold")
+
+
+def without_missing_aids(capabilities: Capabilities, sampling: SamplingParams) -> SamplingParams:
+    """``sampling`` with DRY and XTC switched off where the backend lacks them. The document
+    tasks turn DRY on by default against loops; on a server without it they run without it
+    (their own output checks still apply) rather than fail."""
+    default = SamplingParams()
+    off: dict[str, Any] = {}
+    for group in (_DRY, _XTC):
+        if any(name not in capabilities.sampling for name in group):
+            off.update({name: getattr(default, name) for name in group})
+    return replace(sampling, **off) if off else sampling
 
 
 @runtime_checkable

@@ -208,7 +208,7 @@ def test_restarting_the_app_keeps_everything(qtbot, make_window):
     changed.theme = "dark"
     first.apply_settings(changed)
     first.close()
-    assert not first.bridge.engine.alive()
+    assert not first.bridge.engine.local.alive()
 
     second = make_window(AppSettings.load())
     assert second.settings.sampling == GREEDY and second.settings.theme == "dark"
@@ -255,7 +255,7 @@ def test_engine_killed_mid_reply_then_retry_and_next_message(qtbot, make_window)
     assert window.store.get_message(message_id).content == stored.content
     _, after = send(qtbot, window, "Thanks!")
     assert isinstance(after, Done) and after.text
-    assert window.bridge.engine.restarts >= 1
+    assert window.bridge.engine.local.restarts >= 1
 
 
 def test_switching_conversations_reuses_the_kv_cache(qtbot, make_window):

@@ -398,3 +398,21 @@ def test_cli_endpoints_commands(verso_home: Path, monkeypatch: pytest.MonkeyPatc
     assert main(["generate", "hi", "--endpoint", "http://127.0.0.1:9", "--api-key-env",
                  "UNSET_VAR_X"], out=out, err=err) == 2
     assert "UNSET_VAR_X is not set" in err.getvalue()
+
+
+def test_document_sampling_sends_dry_to_llama_server_and_drops_it_elsewhere():
+    from engine.api import Capabilities, without_missing_aids
+    from engine.options import DOCUMENT_SAMPLING, SamplingParams
+    from engine.remote.llama_server import native_sampling
+    from engine.remote.openai import OpenAICompatible
+
+    body = native_sampling(DOCUMENT_SAMPLING)
+    assert body["dry_multiplier"] == 0.8 and body["dry_penalty_last_n"] == -1
+    assert body["dry_sequence_breakers"] == list(DOCUMENT_SAMPLING.dry_sequence_breakers)
+    assert "xtc_probability" not in body
+    generic = Capabilities("a server", sampling=OpenAICompatible.sampling(None))  # type: ignore[arg-type]
+    fitted = without_missing_aids(generic, DOCUMENT_SAMPLING)
+    assert fitted.dry_multiplier == SamplingParams().dry_multiplier
+    assert fitted.temperature == 0
+    assert not [n for n in generic.missing_sampling(fitted) if n.startswith(("dry", "xtc"))]
+    assert without_missing_aids(Capabilities("local"), DOCUMENT_SAMPLING) is DOCUMENT_SAMPLING

@@ -61,6 +61,13 @@ def native_sampling(s: SamplingParams) -> dict[str, Any]:
         "frequency_penalty": s.frequency_penalty, "mirostat": s.mirostat,
         "mirostat_tau": s.mirostat_tau, "mirostat_eta": s.mirostat_eta,
         "n_predict": s.max_tokens, "stop": list(s.stop)}
+    if s.dry_multiplier:
+        body.update(dry_multiplier=s.dry_multiplier, dry_base=s.dry_base,
+                    dry_allowed_length=s.dry_allowed_length,
+                    dry_penalty_last_n=s.dry_penalty_last_n,
+                    dry_sequence_breakers=list(s.dry_sequence_breakers))
+    if s.xtc_probability:
+        body.update(xtc_probability=s.xtc_probability, xtc_threshold=s.xtc_threshold)
     if s.seed >= 0:
         body["seed"] = s.seed
     if s.n_probs:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
-from engine.api import Engine
+from engine.api import Engine, without_missing_aids
 from engine.documents import Chunk, Document, document_from_text, segment
 from engine.errors import BadRequestError, Cancelled, VersoError
 from engine.events import SeqDone
@@ -353,8 +353,8 @@ class _Run:
             return
         request = BatchRequest(
             tuple(prompt_item(self.client, prompts[i], self.chat) for i in todo),
-            sampling=SamplingParams(**{**asdict(self.settings.sampling),
-                                       "max_tokens": max_tokens}),
+            sampling=without_missing_aids(self.client.capabilities, SamplingParams(
+                **{**asdict(self.settings.sampling), "max_tokens": max_tokens})),
             n_parallel=self.settings.n_parallel, min_tokens=_MIN_TOKENS)
 
         def on_done(done: SeqDone) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from engine.api import Engine
+from engine.api import Engine, without_missing_aids
 from engine.documents import Block, BlockKind, Document, split_sentences
 from engine.errors import BadRequestError, Cancelled, VersoError
 from engine.events import SeqDone
@@ -170,6 +170,7 @@ def _request(client: Engine, texts: Sequence[str], prompts: Sequence[SegmentProm
     longest = max(client.count_tokens(t) for t in texts)
     max_tokens = int(longest * settings.max_ratio) + 16
     items = tuple(p.item() for p in prompts)
+    sampling = without_missing_aids(client.capabilities, sampling)
     return BatchRequest(items, replace(sampling, max_tokens=max_tokens, stop=("\n",)),
                         n_parallel=settings.n_parallel, logprobs=True)
 
