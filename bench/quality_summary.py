@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from engine.tasks.summarize import SummarizeSettings, SummaryResult, summarize
 from engine.tasks.text_quality import distinct_ngram_ratio, repeated_sentences
 
 DATA = ROOT / "bench" / "data"
-GEMMA = Path(ROOT / ".venv" / "test-models" / "gemma-3-270m-q4_k_m.gguf")
+GEMMA = Path(sys.prefix) / "test-models" / "gemma-3-270m-q4_k_m.gguf"
 
 
 @dataclass(frozen=True, slots=True)

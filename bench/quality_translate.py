@@ -153,7 +153,7 @@ def measure(engine: InProcessEngine, document: dict, form: str) -> dict:
         "leaked_lines": leaked_lines(engine, translation, settings),
         "echoes_removed": sum(bool(s.leaked) for s in translation.segments),
         "needs_review": sum(s.needs_review for s in translation.segments),
-        "outputs": [{"source": s.source, "text": s.text,
+        "outputs": [{"source": s.source, "text": s.text, "finish_reason": s.finish_reason,
                      "flags": [f.message for f in s.flags], "leaked": list(s.leaked)}
                     for s in translation.segments],
     }

@@ -38,6 +38,13 @@ def finish_note(reason: FinishReason | str) -> str | None:
         return None
 
 
+def finish_sentence(reason: FinishReason | str) -> str | None:
+    """``finish_note`` as a sentence, the way the chat view and the document panels show it
+    ("Stopped: the model was repeating itself.")."""
+    note = finish_note(reason)
+    return note[0].upper() + note[1:] + "." if note else None
+
+
 class ErrorKind(StrEnum):
     MODEL_INVALID = "model_invalid"  # the file is not a usable GGUF model
     MODEL_NOT_FOUND = "model_not_found"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from app.panels.summary_render import summary_markdown
 from app.panels.workbench import ATTENTION, CLASSIFY, WorkbenchPanel
 from app.widgets.constraint_editors import GRAMMAR, SCHEMA
 from engine.api import Capabilities, Feature
@@ -313,3 +314,41 @@ def test_classify_alone_reports_its_missing_feature(qtbot, fake_window, feature)
     caps = Capabilities(BACKEND, frozenset(Feature) - {feature})
     view = _workbench(fake_window(FakeEngine(capabilities=caps))).classify
     assert f"is not available with {BACKEND}" in view.problems_label.text()
+
+
+def _repeating_for(*needles: str):  # type: ignore[no-untyped-def]
+    return lambda prompt: (FinishReason.REPEATING if any(n in prompt for n in needles)
+                           else None)
+
+
+def test_summarize_shows_when_the_model_was_stopped_for_repeating(qtbot, fake_window):
+    window = fake_window(FakeEngine(respond=_respond, finisher=_repeating_for("numbered notes")))
+    panel = window.summarize
+    window.sidebar.setCurrentRow(window.stack.indexOf(panel))
+    panel.picker.add_text(TEXT)
+    _read(qtbot, panel.picker)
+    with qtbot.waitSignal(panel.finished, timeout=TIMEOUT_MS) as blocker:
+        panel.run_button.click()
+    assert blocker.args[0] is None, panel.error.text()
+    note = ("Stopped: the model was repeating itself (in the final summary step, which was "
+            "cut short).")
+    shown = panel.result_view.toPlainText()
+    assert note in shown and "The river flows to the sea." in shown
+    assert "stopped: the model was repeating itself" in panel.result_note.text()
+    assert note in summary_markdown(panel.outcome.result)
+
+
+def test_translate_flags_a_segment_stopped_for_repeating(qtbot, fake_window):
+    window = fake_window(FakeEngine(respond=_respond, finisher=_repeating_for("library")))
+    panel = window.translate
+    window.sidebar.setCurrentRow(window.stack.indexOf(panel))
+    panel.picker.add_text("We walked along the river.\n\nThe library opens at nine.")
+    _read(qtbot, panel.picker)
+    with qtbot.waitSignal(panel.finished, timeout=TIMEOUT_MS) as blocker:
+        panel.run_button.click()
+    assert blocker.args == ["translate", None], panel.error.text()
+    notes = [panel.review.item(r, 3).text() for r in range(panel.review.rowCount())]
+    reason = "Stopped: the model was repeating itself, so the translation may be cut short."
+    assert reason not in notes[0] and reason in notes[1]
+    assert "1 stopped because the model was repeating itself" in panel.review_note.text()
+    assert "1 to review" in panel.review_note.text()

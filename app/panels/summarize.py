@@ -39,7 +39,7 @@ from app.widgets.linked_text import LinkedTextView
 from app.widgets.task_advice import AdviceBanner
 from app.widgets.task_progress import TaskProgressRow
 from engine.documents import Chunk, Document
-from engine.events import Done, Error
+from engine.events import Done, Error, FinishReason, finish_note
 from engine.store.jobs import JobStore
 from engine.tasks.jobs import CancelCheck, TaskProgress, job_model
 from engine.tasks.resume import InterruptedJob, JobRecipe, make_recipe, summary_title
@@ -397,6 +397,8 @@ class SummarizePanel(JobResumePanel):
             steps = len(result.steps_computed) + len(result.steps_reused)
             note = ("The final step failed: the fallback is shown (see above)" if result.fallback
                     else f"{len(result.points)} points from {len(result.chunks)} chunks")
+            if result.repeating:
+                note += f" · {finish_note(FinishReason.REPEATING)}"
             if result.left_out:
                 note += " · a looping point was left out"
             if result.unsupported:

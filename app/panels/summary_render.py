@@ -46,6 +46,7 @@ def extract_location(extract: Extract) -> str:
 FALLBACK_ADVICE = ("A larger model, or longer chunks (fewer notes to combine), usually does "
                    "better.")
 UNSUPPORTED_COLOUR = "#c62828"
+REPEATING_COLOUR = "#b26a00"
 _INFERRED = ' <small title="The model gave no citation; this is the closest chunk.">' \
             "(inferred)</small>"
 
@@ -88,8 +89,12 @@ def summary_html(result: SummaryResult) -> str:
         return f"<ul>{items}</ul>" if items else "<p>No sentence could be chosen.</p>"
     if not result.points:
         why = result.fallback or "The model wrote no usable summary."
-        return f"<p>{escape(why)} Try another model or a longer length.</p>"
+        stopped = f" {result.repeating_note()}" if result.repeating else ""
+        return f"<p>{escape(why + stopped)} Try another model or a longer length.</p>"
     html = f"<p><i>{escape(fallback_text(result))}</i></p>" if result.fallback else ""
+    if result.repeating:
+        html += (f'<p id="repeating" style="color:{REPEATING_COLOUR}"><small><b>'
+                 f"{escape(result.repeating_note())}</b></small></p>")
     if result.left_out:
         html += f"<p><small><i>{escape(result.left_out)}</i></small></p>"
     if result.form is Form.PARAGRAPH and not result.fallback:
@@ -121,6 +126,8 @@ def summary_markdown(result: SummaryResult, title: str = "") -> str:
         return "\n".join(lines).rstrip() + "\n"
     if result.fallback:
         lines += [f"*{fallback_text(result)}*", ""]
+    if result.repeating:
+        lines += [f"*{result.repeating_note()}*", ""]
     if result.left_out:
         lines += [f"*{result.left_out}*", ""]
     lines.append(result.to_text())

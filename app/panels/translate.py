@@ -521,6 +521,9 @@ class TranslatePanel(JobResumePanel):
             text += f" · {low} to review"
         if untranslated:
             text += f" ({untranslated} untranslated)"
+        repeating = sum(s.stopped_repeating for s in t.segments)
+        if repeating:
+            text += f" · {repeating} stopped because the model was repeating itself"
         if self.edited:
             text += f" · {len(self.edited)} edited"
         self.review_note.setText(text)

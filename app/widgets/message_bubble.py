@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 from app.conversation import Version, stats_tooltip, trimmed_notice
 from app.widgets.markdown_view import MarkdownBody
 from app.widgets.safe_text import SafeTextBrowser
-from engine.events import finish_note
+from engine.events import finish_sentence
 from engine.store import Message
 
 _ROLE_NAMES = {"user": "You", "assistant": "Assistant", "system": "System"}
@@ -195,9 +195,8 @@ class MessageBubble(QFrame):
         elif message.status == "cancelled" and not self.streaming:
             self.show_notice("Stopped before the end." + (
                 f" ({message.error})" if message.error else ""))
-        elif assistant and finish and finish_note(finish) and not self.streaming:
-            note = str(finish_note(finish))
-            self.show_notice(note[0].upper() + note[1:] + ".")
+        elif assistant and finish and finish_sentence(finish) and not self.streaming:
+            self.show_notice(str(finish_sentence(finish)))
         else:
             self.notice_label.hide()
         failed = message.status == "error" and not self.streaming

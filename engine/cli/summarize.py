@@ -76,6 +76,8 @@ def run(args: argparse.Namespace, io: Io) -> int:
     else:
         if result.fallback:
             print(f"{result.fallback} {FALLBACK_ADVICE}", file=io.err)
+        if result.repeating:
+            print(result.repeating_note(), file=io.err)
         if result.left_out:
             print(result.left_out, file=io.err)
         print(result.to_text(), file=io.out)

@@ -18,7 +18,7 @@ from typing import Any
 from engine.api import Engine, without_missing_aids
 from engine.documents import Chunk, Document, document_from_text, segment
 from engine.errors import BadRequestError, Cancelled, VersoError
-from engine.events import SeqDone
+from engine.events import FinishReason, SeqDone, finish_sentence
 from engine.options import DOCUMENT_SAMPLING, GREEDY, BatchRequest, SamplingParams
 from engine.store.jobs import JobStore, content_hash
 from engine.tasks.citations import Note, Point, cite, merge_repeats, render_notes, without_markers
@@ -107,10 +107,32 @@ class SummaryResult:
     fallback: str = ""
     # Points of the final step left out because each looped on its own ("" when none).
     left_out: str = ""
+    # Steps the degeneration guard ended because the model kept repeating itself
+    # ("map:<chunk id>", "reduce:<level>:<group>"), and which of them was the final step.
+    repeating: tuple[str, ...] = ()
+    final_step: str = ""
 
     @property
     def unsupported(self) -> list[Point]:
         return [p for p in self.points if p.unsupported]
+
+    def repeating_note(self) -> str:
+        """Which outputs were stopped because the model kept repeating itself, in plain
+        words ("" when none was)."""
+        if not self.repeating:
+            return ""
+        parts = []
+        if self.final_step in self.repeating:
+            parts.append("in the final summary step, which was cut short")
+        chunks = [step.split(":")[1] for step in self.repeating
+                  if step.startswith("map:") and step != self.final_step]
+        if chunks:
+            parts.append(f"in its note{'s' if len(chunks) > 1 else ''} on chunk"
+                         f"{'s' if len(chunks) > 1 else ''} " + ", ".join(chunks))
+        merged = [s for s in self.repeating if s.startswith("reduce:") and s != self.final_step]
+        if merged:
+            parts.append(f"in {len(merged)} intermediate step{'s' if len(merged) > 1 else ''}")
+        return f"{str(finish_sentence(FinishReason.REPEATING))[:-1]} ({'; '.join(parts)})."
 
     def note_lines(self) -> list[tuple[int, str]]:
         """(chunk id, note) for each chunk with a non-empty note, in document order."""
@@ -169,6 +191,7 @@ class _Attempt:
     invalid: list[int]
     degenerate: str = ""
     left_out: str = ""
+    repeating: bool = False  # the guard ended this step: the model kept repeating itself
 
     def failure(self) -> str:
         """Why this attempt cannot be the summary, or ""."""
@@ -178,7 +201,8 @@ class _Attempt:
 
     def to_json(self) -> dict[str, Any]:
         return {"points": [asdict(p) for p in self.points], "invalid": self.invalid,
-                "degenerate": self.degenerate, "left_out": self.left_out}
+                "degenerate": self.degenerate, "left_out": self.left_out,
+                "repeating": self.repeating}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> _Attempt:
@@ -188,7 +212,8 @@ class _Attempt:
         if degenerate is None:  # stored before the check existed
             loop = degeneration("\n".join(p.text for p in points))
             degenerate = loop.reason if loop else ""
-        return cls(points, list(data["invalid"]), degenerate, data.get("left_out", ""))
+        return cls(points, list(data["invalid"]), degenerate, data.get("left_out", ""),
+                   bool(data.get("repeating", False)))
 
 
 def _attempt(text: str, notes: Sequence[Note], existing: set[int], paragraph: bool) -> _Attempt:
@@ -207,6 +232,22 @@ def _attempt(text: str, notes: Sequence[Note], existing: set[int], paragraph: bo
             left_out = f"{count} of the model's summary left out: {reasons[0]}."
     points, invalid = cite(text, notes, existing, paragraph)
     return _Attempt(points, invalid, loop.reason if loop else "", left_out)
+
+
+def _note_value(text: str, done: SeqDone) -> str | dict[str, Any]:
+    """A map step's stored value: its note, with the finish reason only when the guard
+    stopped it (older jobs stored the bare note)."""
+    if done.finish_reason is FinishReason.REPEATING:
+        return {"text": text, "repeating": True}
+    return text
+
+
+def _note_text(value: str | dict[str, Any]) -> str:
+    return value["text"] if isinstance(value, dict) else value
+
+
+def _stopped_repeating(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value.get("repeating"))
 
 
 def _where(source: str, page: int | None, paragraph: int) -> str:
@@ -344,7 +385,7 @@ class _Run:
             self.store.save_step(self.job.id, step, value)
 
     def _generate(self, stage: str, steps: list[str], prompts: list[str], max_tokens: int,
-                  parse: Callable[[int, str], Any]) -> Iterator[TaskProgress]:
+                  parse: Callable[[int, SeqDone], Any]) -> Iterator[TaskProgress]:
         """Run the prompts whose step has no stored result; store each as it finishes."""
         todo = [i for i, s in enumerate(steps) if s not in self.saved]
         self.reused += [s for s in steps if s in self.saved]
@@ -359,7 +400,7 @@ class _Run:
 
         def on_done(done: SeqDone) -> None:
             i = todo[done.index]
-            self._save(steps[i], parse(i, done.text))
+            self._save(steps[i], parse(i, done))
 
         yield from run_batch(self.client, request, stage, on_done, self.cancel,
                              done_before=len(steps) - len(todo), total=len(steps))
@@ -372,10 +413,14 @@ class _Run:
         prompts = [(_reduce_prompt([Note(chunk.text, (ref.id,))], s, final=True) if single
                     else _map_prompt(chunk, ref.source, s)) for chunk, ref in self.chunks]
         map_tokens = self._final_tokens() if single else s.note_tokens
-        yield from self._generate("map", steps, prompts, map_tokens,
-                                  lambda i, text: text.strip() if single else _clean_note(text))
-        notes = [Note(self.saved[step], (ref.id,)) for step, (_, ref) in zip(steps, self.chunks,
-                                                                               strict=True)]
+        yield from self._generate(
+            "map", steps, prompts, map_tokens,
+            lambda i, done: _note_value(done.text.strip() if single else _clean_note(done.text),
+                                        done))
+        notes = [Note(_note_text(self.saved[step]), (ref.id,))
+                 for step, (_, ref) in zip(steps, self.chunks, strict=True)]
+        repeating = [step for step in steps if _stopped_repeating(self.saved[step])]
+        final_step = steps[0]
         paragraph = s.form is Form.PARAGRAPH
         if single:
             attempt = _attempt(notes[0].text, notes, existing, paragraph)
@@ -391,14 +436,19 @@ class _Run:
                 if self.store and self.job:
                     self.store.set_total(self.job.id, self._total(final))
 
-                def parse(i: int, text: str, groups: list[list[Note]] = groups,
+                def parse(i: int, done: SeqDone, groups: list[list[Note]] = groups,
                           final: bool = final) -> dict[str, Any]:
-                    return _attempt(text, groups[i], existing, final and paragraph).to_json()
+                    return replace(_attempt(done.text, groups[i], existing, final and paragraph),
+                                   repeating=done.finish_reason is FinishReason.REPEATING
+                                   ).to_json()
 
                 tokens = self._final_tokens() if final else s.note_tokens * 2
                 yield from self._generate(stage, steps, prompts, tokens, parse)
                 parsed = [self.saved[step] for step in steps]
+                repeating += [step for step, value in zip(steps, parsed, strict=True)
+                              if value.get("repeating")]
                 if final:
+                    final_step = steps[0]
                     attempt = _Attempt.from_json(parsed[0])
                     break
                 # One note per group, so every level has fewer notes than the one before.
@@ -416,8 +466,9 @@ class _Run:
             chunks=tuple(r for _, r in self.chunks), invalid_markers=tuple(attempt.invalid),
             job_id=self.job.id if self.job else "", steps_computed=tuple(self.computed),
             steps_reused=tuple(self.reused),
-            notes={ref.id: self.saved[f"map:{ref.id}"] for _, ref in self.chunks},
-            fallback=fallback, left_out="" if fallback else attempt.left_out)
+            notes={ref.id: _note_text(self.saved[f"map:{ref.id}"]) for _, ref in self.chunks},
+            fallback=fallback, left_out="" if fallback else attempt.left_out,
+            repeating=tuple(repeating), final_step=final_step)
         self.finish("done", result.to_json())
         yield result
 
@@ -433,8 +484,9 @@ class _Run:
                         f"The model's summary failed ({failure}), so the document's most "
                         "central sentences are quoted instead.")
             return [], f"The model's summary failed ({failure}) and no sentence could be quoted."
-        notes = [Point(" ".join(_clean_note(self.saved[f"map:{ref.id}"]).split()), (ref.id,))
-                 for _, ref in self.chunks if self.saved[f"map:{ref.id}"].strip()]
+        texts = [(ref.id, _note_text(self.saved[f"map:{ref.id}"])) for _, ref in self.chunks]
+        notes = [Point(" ".join(_clean_note(text).split()), (cid,))
+                 for cid, text in texts if text.strip()]
         return (merge_repeats(notes), f"The model's final step failed ({failure}), so its "
                 "notes on each chunk are shown instead.")
 

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from engine.api import Engine, without_missing_aids
 from engine.documents import Block, BlockKind, Document, split_sentences
 from engine.errors import BadRequestError, Cancelled, VersoError
-from engine.events import SeqDone
+from engine.events import FinishReason, SeqDone
 from engine.options import DOCUMENT_SAMPLING, GREEDY, BatchRequest, SamplingParams
 from engine.store.jobs import JobStore, content_hash
 from engine.tasks.glossary import Glossary, GlossaryEntry
@@ -99,9 +99,15 @@ class Segment:
 
     @property
     def needs_review(self) -> bool:
-        """Low confidence, untranslated, or a glossary term not placed as required (an
-        echo that was removed cleanly is only noted)."""
-        return self.low_confidence or any(f.kind != "prompt_echo" for f in self.flags)
+        """Low confidence, untranslated, stopped for repeating, or a glossary term not
+        placed as required (an echo that was removed cleanly is only noted)."""
+        return (self.low_confidence or self.stopped_repeating
+                or any(f.kind != "prompt_echo" for f in self.flags))
+
+    @property
+    def stopped_repeating(self) -> bool:
+        """The degeneration guard ended this segment: the model kept repeating itself."""
+        return self.finish_reason == FinishReason.REPEATING
 
 
 @dataclass(frozen=True, slots=True)

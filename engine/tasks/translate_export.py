@@ -12,6 +12,7 @@ from pathlib import Path
 
 from engine.documents import Block, BlockKind, Location
 from engine.errors import BadRequestError
+from engine.events import finish_sentence
 from engine.tasks.translate import Segment, Translation
 
 EXPORT_SUFFIXES = (".md", ".txt", ".docx")
@@ -23,6 +24,9 @@ REVIEW_AUTHOR = "Verso"
 def segment_notes(segment: Segment) -> list[str]:
     """Plain explanations of what a reviewer should check in ``segment``."""
     notes = [f.message for f in segment.flags if f.kind != "prompt_echo"]
+    stopped = finish_sentence(segment.finish_reason) if segment.translated else None
+    if stopped:
+        notes.append(f"{stopped[:-1]}, so the translation may be cut short.")
     if segment.low_confidence and not segment.untranslated and segment.text:
         notes.append("Low confidence: the model was unsure of this translation.")
     return notes

@@ -51,6 +51,8 @@ Responder = Callable[[str], str]
 """Prompt text -> reply text."""
 Scorer = Callable[[str, str], float]
 """(prompt text, continuation text) -> the continuation's log-probability."""
+Finisher = Callable[[str], FinishReason | None]
+"""Prompt text -> the finish reason of its reply (None: the ordinary one)."""
 
 
 @dataclass
@@ -75,6 +77,9 @@ class FakeEngine:
     capabilities: Capabilities = FAKE_CAPABILITIES
     respond: Responder | None = None  # overrides ``replies`` when set
     scorer: Scorer | None = None  # ``score`` by text; default -1 per continuation token
+    # How the output for a prompt ends when it runs to the end of its reply (None: "stop");
+    # e.g. REPEATING, as if the degeneration guard had cut the reply short.
+    finisher: Finisher | None = None
     token_delay_s: float = 0.0
     n_ctx: int = 2048
     has_chat_template: bool = True
@@ -222,6 +227,8 @@ class FakeEngine:
             ttft = ttft or time.perf_counter() - start
             yield Token(self.tokenize(piece)[0], piece, logprob)
         text = "".join(shown)
+        if finish is FinishReason.STOP and self.finisher is not None:
+            finish = self.finisher(prompt_text) or finish
         if failure is not None:
             if failure.kind is ErrorKind.ENGINE_CRASHED:
                 self.loaded = None
