@@ -33,7 +33,12 @@ from common import default_model, save, table
 from engine.options import LoadSettings
 from engine.runtime.in_process import InProcessEngine
 from engine.runtime.runtime import Runtime
-from engine.tasks.classify import average_distribution, calibrate, classify
+from engine.tasks.classify import (
+    average_distribution,
+    calibrate,
+    classify,
+    content_free_scores,
+)
 
 LABELS = ("positive", "negative", "neutral")
 TASKS = {"3 labels": LABELS, "2 labels": ("positive", "negative")}  # the latter: no neutral
@@ -91,22 +96,26 @@ def run_task(engine: InProcessEngine, labels: tuple[str, ...],
     prior: dict[str, float] = {}
     started = time.perf_counter()
     for text, _gold in lines:
-        result = classify(engine, text, labels)
+        result = classify(engine, text, labels, calibrated=True)
         assert result.raw_probabilities is not None and result.prior is not None
         raws.append([result.raw_probabilities[label] for label in labels])
         raw_labels.append(result.raw_label)
         calibrated_labels.append(result.label)
         prior = result.prior
     seconds = time.perf_counter() - started
+    steady = content_free_scores(engine, labels).steady
     batch_prior = average_distribution(raws)
     batch_labels = [labels[max(range(len(labels)), key=q.__getitem__)]
                     for q in (calibrate(p, batch_prior) for p in raws)]
     gold = [label for _, label in lines]
     out = {"labels": list(labels), "n": len(lines), "seconds": seconds,
-           "content_free_prior": prior,
+           "content_free_prior": prior, "steady_prior": steady,
+           "content_free": [dict(zip(labels, d, strict=True))
+                            for d in content_free_scores(engine, labels).distributions],
            "batch_prior": dict(zip(labels, batch_prior, strict=True))}
+    default_labels = calibrated_labels if steady else raw_labels  # what classify() gives
     for kind, predicted in (("raw", raw_labels), ("calibrated", calibrated_labels),
-                            ("batch_prior", batch_labels)):
+                            ("default", default_labels), ("batch_prior", batch_labels)):
         out[kind] = {"accuracy": accuracy(gold, predicted),
                      "macro_f1": macro_f1(labels, gold, predicted),
                      "predicted": dict(Counter(predicted))}
@@ -146,13 +155,15 @@ def main() -> None:
             rows.append([r["model"], f"{DATASET}, {task}", t["n"],
                          f"{t['raw']['accuracy']:.3f}", f"{t['calibrated']['accuracy']:.3f}",
                          f"{t['raw']['macro_f1']:.3f}", f"{t['calibrated']['macro_f1']:.3f}",
+                         f"{t['default']['accuracy']:.3f}", t["steady_prior"],
                          f"{t['batch_prior']['accuracy']:.3f}", f"{t['seconds']:.0f}"])
             notes.append(f"{r['model']}, {task}: predicted raw {t['raw']['predicted']}, "
                          f"calibrated {t['calibrated']['predicted']}; content-free prior "
                          + ", ".join(f"{k} {v:.2f}"
                                      for k, v in t["content_free_prior"].items()))
     print(table(["model", "dataset", "n", "accuracy raw", "accuracy calibrated",
-                 "macro-F1 raw", "macro-F1 calibrated", "accuracy batch prior", "s"], rows))
+                 "macro-F1 raw", "macro-F1 calibrated", "accuracy default", "steady prior",
+                 "accuracy batch prior", "s"], rows))
     print("\n".join(notes))
     save("classify", {"dataset": DATASET, "per_class": args.per_class, "seed": args.seed,
                       "results": results})

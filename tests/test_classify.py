@@ -105,7 +105,7 @@ def test_calibration_divides_out_the_models_content_free_prior(client):
     content-free texts, each computed here on its own, and the calibrated distribution is
     the raw one divided by it, so the label the model favours on empty input loses ground
     and the one it avoids gains."""
-    result = classify(client, ISSUE_EXAMPLE, SENTIMENT, cache=PriorCache())
+    result = classify(client, ISSUE_EXAMPLE, SENTIMENT, calibrated=True, cache=PriorCache())
     raw = classify(client, ISSUE_EXAMPLE, SENTIMENT, calibrated=False)
     assert result.calibrated and result.raw_probabilities == pytest.approx(raw.probabilities)
     free = [classify(client, text, SENTIMENT, calibrated=False).probabilities

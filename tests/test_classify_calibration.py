@@ -19,6 +19,7 @@ from engine.tasks.classify import (
     classify,
     classify_many,
     content_free_prior,
+    content_free_scores,
     write_csv,
 )
 from engine.testing.fake_engine import FakeEngine
@@ -142,3 +143,35 @@ def test_the_csv_keeps_the_raw_distribution_beside_the_calibrated_one():
     assert row[1] == "positive" and row[5] == "true" and row[6] == "neutral"
     assert float(row[2]) == pytest.approx(0.6, abs=1e-6)
     assert float(row[9]) > float(row[7])  # raw: neutral above positive
+
+
+def unsteady_scorer(prompt: str, continuation: str) -> float:
+    """A model whose preference on empty input depends on which empty input: "N/A" makes
+    it favour positive, the other content-free texts neutral."""
+    label = next(name for name in LABELS if name in continuation)
+    text = prompt.rsplit("<user>", 1)[-1]
+    bias = {"positive": 0.8, "negative": 0.1, "neutral": 0.1} if "N/A" in text else BIAS
+    evidence = next((e for word, e in EVIDENCE.items() if word in text), UNIFORM)
+    return math.log(bias[label] * evidence[label])
+
+
+def test_by_default_only_a_steady_bias_is_divided_out():
+    steady = classify(loaded_fake(), "I love this phone.", LABELS, cache=PriorCache())
+    assert steady.calibrated and steady.label == "positive" and not steady.not_calibrated
+    engine = FakeEngine(scorer=unsteady_scorer)
+    list(engine.load(LoadSettings(path="/models/unsteady.gguf")))
+    cache = PriorCache()
+    scores = content_free_scores(engine, LABELS, cache=cache)
+    assert scores.favoured() == [2, 0, 2] and not scores.steady
+    auto = classify(engine, "It broke on day two.", LABELS, cache=cache)
+    assert not auto.calibrated and auto.probabilities == pytest.approx(auto.raw_probabilities)
+    assert auto.prior == pytest.approx(dict(zip(LABELS, scores.mean, strict=True)))
+    assert auto.not_calibrated == (
+        "Not calibrated: on texts that say nothing the model favours different labels "
+        "('an empty text': neutral, 'N/A': positive, '[MASK]': neutral), so it has no steady "
+        "bias to divide out. These are its own probabilities.")
+    forced = classify(engine, "It broke on day two.", LABELS, calibrated=True, cache=cache)
+    assert forced.calibrated and not forced.not_calibrated
+    assert forced.probabilities != pytest.approx(forced.raw_probabilities)
+    off = classify(engine, "It broke on day two.", LABELS, calibrated=False, cache=cache)
+    assert not off.calibrated and not off.not_calibrated and off.prior is None

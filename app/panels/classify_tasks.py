@@ -38,7 +38,7 @@ def _classify(client, spec: ClassifySpec, text: str,
               cancelled: CancelCheck) -> ClassifyResult:
     try:
         return classify(client, text, spec.labels, spec.few_shot, spec.instruction,
-                        calibrated=spec.calibrate)
+                        calibrated=None if spec.calibrate else False)
     except Cancelled:
         raise
     except VersoError:

@@ -67,8 +67,10 @@ SETUP_FILE = "classify.json"  # the last run's labels, instruction, examples, ca
 CALIBRATE_TIP = ("Small models prefer some labels whatever the text says. With this on, the "
                  "model first labels texts that say nothing ({texts}); the average of those "
                  "probabilities is its bias for this prompt, and it is divided out of every "
-                 "result (contextual calibration, Zhao et al. 2021). The raw probabilities "
-                 "are still shown.").format(texts=", ".join(f'"{t}"' for t in CONTENT_FREE))
+                 "result (contextual calibration, Zhao et al. 2021), unless the texts that say "
+                 "nothing disagree on which label the model favours: then there is no steady "
+                 "bias to divide out, and the result says so. The raw probabilities are "
+                 "still shown.").format(texts=", ".join(f'"{t}"' for t in CONTENT_FREE))
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,8 @@ def _distribution(probabilities: dict[str, float]) -> str:
 def calibration_text(result: ClassifyResult) -> str:
     """One line under the bars: whether the result is calibrated, and what the model's own
     scores said when calibration changed the pick."""
+    if result.not_calibrated:
+        return result.not_calibrated
     if not result.calibrated or result.raw_probabilities is None:
         return "Not calibrated: these are the model's own probabilities."
     raw = result.raw_label

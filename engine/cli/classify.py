@@ -37,11 +37,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     classify.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
                           help="Prompt as a conversation (default: if the model has a chat "
                                "template).")
-    classify.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
+    classify.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=None,
                           help="Correct the model's bias toward some labels by dividing out "
                                "its label probabilities for content-free texts (\"\", "
-                               "\"N/A\", \"[MASK]\"); on by default. The output keeps the "
-                               "raw probabilities beside the calibrated ones.")
+                               "\"N/A\", \"[MASK]\"). By default only when that bias is "
+                               "steady (the same label favoured on each of them); --calibrate "
+                               "always, --no-calibrate never. The output keeps the raw "
+                               "probabilities beside the calibrated ones.")
     classify.add_argument("--json", action="store_true",
                           help="One JSON object per line instead of CSV.")
     add_load_flags(classify)
@@ -88,7 +90,8 @@ def run(args: argparse.Namespace, io: Io) -> int:
                            "probabilities": result.probabilities,
                            "calibrated": result.calibrated, "raw_label": result.raw_label,
                            "raw_probabilities": result.raw_probabilities,
-                           "prior": result.prior}, io.out)
+                           "prior": result.prior,
+                           "not_calibrated": result.not_calibrated}, io.out)
                 print(file=io.out, flush=True)
         else:
             write_csv(rows, labels, io.out)

@@ -17,6 +17,13 @@ prompt is scored with content-free texts ("", "N/A", "[MASK]"); the average of t
 distributions is the model's prior for this prompt, and dividing it out of a text's
 distribution (then renormalising) leaves what the text itself moved. The prior is computed
 once per model, prompt and labels (``PriorCache``).
+
+By default (``calibrated=None``) the prior is divided out only when it is a steady bias:
+when every content-free text makes the model favour the same label. Measured on 200-300
+labelled tweets (README, "Classification accuracy"), Gemma 3 270M favours "positive" on all
+three and calibration gains 4-12 accuracy points; the bundled SmolLM2 favours "negative"
+on one and "positive" on another, its average is no estimate of its bias on real text, and
+dividing it out cost 2-5 points. ``calibrated=True`` divides it out regardless.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 from engine.api import Engine, Feature, require
 from engine.errors import BadRequestError
@@ -47,6 +54,8 @@ class ClassifyResult:
     calibrated: bool = False
     raw_probabilities: dict[str, float] | None = None  # the softmax of ``logprobs``
     prior: dict[str, float] | None = None  # the content-free distribution divided out
+    # Why calibration was asked for but not applied ("" when it was, or was not asked for).
+    not_calibrated: str = ""
 
     @property
     def raw_label(self) -> str:
@@ -81,6 +90,34 @@ def average_distribution(distributions: Sequence[Sequence[float]]) -> list[float
     return [s / total for s in sums]
 
 
+@dataclass(frozen=True, slots=True)
+class ContentFreePrior:
+    """The model's label distribution for each ``CONTENT_FREE`` text, in that order."""
+
+    distributions: tuple[tuple[float, ...], ...]
+
+    @property
+    def mean(self) -> list[float]:
+        return average_distribution(self.distributions)
+
+    def favoured(self) -> list[int]:
+        """The most probable label's index for each content-free text."""
+        return [max(range(len(d)), key=d.__getitem__) for d in self.distributions]
+
+    @property
+    def steady(self) -> bool:
+        """Every content-free text makes the model favour the same label: a bias that does
+        not depend on what the empty input is, and so one worth dividing out."""
+        return len(set(self.favoured())) == 1
+
+    def unsteady_reason(self, labels: Sequence[str]) -> str:
+        picks = ", ".join(f"{text or 'an empty text'!r}: {labels[i]}"
+                          for text, i in zip(CONTENT_FREE, self.favoured(), strict=True))
+        return ("Not calibrated: on texts that say nothing the model favours different labels "
+                f"({picks}), so it has no steady bias to divide out. These are its own "
+                "probabilities.")
+
+
 class PriorCache:
     """Content-free label distributions by (model as loaded, prompt form, instruction,
     examples, labels): the first text of a prompt pays three extra scorings, later ones
@@ -88,17 +125,17 @@ class PriorCache:
 
     def __init__(self, max_entries: int = 64) -> None:
         self.max_entries = max_entries
-        self._entries: OrderedDict[Hashable, tuple[float, ...]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[Any, ...]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable) -> tuple[float, ...] | None:
+    def get(self, key: Hashable) -> tuple[Any, ...] | None:
         with self._lock:
             found = self._entries.get(key)
             if found is not None:
                 self._entries.move_to_end(key)
             return found
 
-    def put(self, key: Hashable, prior: Sequence[float]) -> None:
+    def put(self, key: Hashable, prior: Sequence[Any]) -> None:
         with self._lock:
             self._entries[key] = tuple(prior)
             self._entries.move_to_end(key)
@@ -203,6 +240,15 @@ def content_free_prior(client: Engine, labels: Sequence[str],
                        cache: PriorCache | None = PRIORS) -> list[float]:
     """The model's label distribution for this prompt when the text says nothing: the
     average over ``CONTENT_FREE``, from ``cache`` when it was computed before."""
+    return content_free_scores(client, labels, few_shot, instruction, chat, cache).mean
+
+
+def content_free_scores(client: Engine, labels: Sequence[str],
+                        few_shot: Sequence[tuple[str, str]] = (),
+                        instruction: str | None = None, chat: bool | None = None,
+                        cache: PriorCache | None = PRIORS) -> ContentFreePrior:
+    """The model's label distribution for each content-free text (see
+    ``content_free_prior``)."""
     clean = check_labels(labels, few_shot)
     loaded = client.loaded
     if loaded is None:
@@ -214,12 +260,13 @@ def content_free_prior(client: Engine, labels: Sequence[str],
            tuple((t, label.strip()) for t, label in few_shot), tuple(clean))
     found = cache.get(key) if cache is not None else None
     if found is not None:
-        return list(found)
-    prior = average_distribution([
-        softmax(_label_logprobs(client, use_chat, prompt_instruction, clean, few_shot, cf))
-        for cf in CONTENT_FREE])
+        return ContentFreePrior(found)
+    prior = ContentFreePrior(tuple(
+        tuple(softmax(_label_logprobs(client, use_chat, prompt_instruction, clean, few_shot,
+                                      cf)))
+        for cf in CONTENT_FREE))
     if cache is not None:
-        cache.put(key, prior)
+        cache.put(key, prior.distributions)
     return prior
 
 
@@ -229,12 +276,14 @@ def _instruction(instruction: str | None, labels: list[str]) -> str:
 
 def classify(client: Engine, text: str, labels: Sequence[str],
              few_shot: Sequence[tuple[str, str]] = (), instruction: str | None = None,
-             chat: bool | None = None, calibrated: bool = True,
+             chat: bool | None = None, calibrated: bool | None = None,
              cache: PriorCache | None = PRIORS) -> ClassifyResult:
     """Classify ``text`` into one of ``labels``. ``few_shot`` are (text, label) examples;
     ``instruction`` may use ``{labels}``; ``chat`` None uses the chat form when the model
-    has a chat template. ``calibrated`` divides out the content-free prior (see the module
-    docstring); the result keeps the raw distribution beside the calibrated one."""
+    has a chat template. ``calibrated`` True divides out the content-free prior, None (the
+    default) only when it is steady, False never (see the module docstring); the result
+    keeps the raw distribution beside the calibrated one, and says why when None skipped
+    it."""
     clean = check_labels(labels, few_shot)
     loaded = client.loaded
     if loaded is None:
@@ -246,21 +295,27 @@ def classify(client: Engine, text: str, labels: Sequence[str],
     raw = softmax(logprobs)
     prior: list[float] | None = None
     final = raw
-    if calibrated:
-        prior = content_free_prior(client, clean, few_shot, instruction, use_chat, cache)
-        final = calibrate(raw, prior)
+    skipped = ""
+    if calibrated is not False:
+        scores = content_free_scores(client, clean, few_shot, instruction, use_chat, cache)
+        prior = scores.mean
+        if calibrated or scores.steady:
+            final = calibrate(raw, prior)
+        else:
+            skipped = scores.unsteady_reason(clean)
     best = max(range(len(clean)), key=final.__getitem__)
 
     def by_label(values: Sequence[float]) -> dict[str, float]:
         return dict(zip(clean, values, strict=True))
 
-    return ClassifyResult(clean[best], by_label(final), by_label(logprobs), calibrated,
-                          by_label(raw), None if prior is None else by_label(prior))
+    return ClassifyResult(clean[best], by_label(final), by_label(logprobs),
+                          prior is not None and not skipped, by_label(raw),
+                          None if prior is None else by_label(prior), skipped)
 
 
 def classify_many(client: Engine, texts: Iterable[str], labels: Sequence[str],
                   few_shot: Sequence[tuple[str, str]] = (), instruction: str | None = None,
-                  chat: bool | None = None, calibrated: bool = True,
+                  chat: bool | None = None, calibrated: bool | None = None,
                   cache: PriorCache | None = PRIORS) -> Iterator[tuple[str, ClassifyResult]]:
     """``classify`` each text in turn, lazily (a caller can show progress or stop early).
     The prompt before the text is the same every time, so its KV cache is reused, and the
