@@ -36,6 +36,8 @@ from engine.tasks.support import support
 from engine.tasks.text_quality import cut_loop, degeneration, drop_repeated_sentences
 
 _MIN_TOKENS = 4  # a small model may otherwise end a summary before writing anything
+COMPLETION_CUE_MAP = "\n\nSummary:"
+COMPLETION_CUE_REDUCE = "\n\nSummary:\n"
 
 
 class Mode(StrEnum):
@@ -411,7 +413,8 @@ class _Run:
         single = len(self.chunks) == 1
         steps = [f"map:{ref.id}" for _, ref in self.chunks]
         prompts = [(_reduce_prompt([Note(chunk.text, (ref.id,))], s, final=True) if single
-                    else _map_prompt(chunk, ref.source, s)) for chunk, ref in self.chunks]
+                    else _map_prompt(chunk, ref.source, s)) + self._cue(single)
+                   for chunk, ref in self.chunks]
         map_tokens = self._final_tokens() if single else s.note_tokens
         yield from self._generate(
             "map", steps, prompts, map_tokens,
@@ -431,7 +434,7 @@ class _Run:
                 final = len(groups) == 1
                 stage = "reduce" if final else f"reduce {level}"
                 steps = [f"reduce:{level}:{g}" for g in range(len(groups))]
-                prompts = [_reduce_prompt(group, s, final) for group in groups]
+                prompts = [_reduce_prompt(group, s, final) + self._cue(True) for group in groups]
                 self.reduce_steps += len(groups)
                 if self.store and self.job:
                     self.store.set_total(self.job.id, self._total(final))
@@ -496,6 +499,14 @@ class _Run:
         return [replace(p, support=round(support(p.text, [texts[c] for c in p.chunks
                                                           if c in texts]), 3))
                 for p in points]
+
+    def _cue(self, reduce: bool) -> str:
+        """What a completion prompt (a model without a chat template) ends with, so the
+        model answers instead of continuing the excerpt or the notes; a chat prompt's
+        assistant turn needs none."""
+        if self.chat:
+            return ""
+        return COMPLETION_CUE_REDUCE if reduce else COMPLETION_CUE_MAP
 
     def _final_tokens(self) -> int:
         s = self.settings
