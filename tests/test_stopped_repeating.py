@@ -84,3 +84,22 @@ def test_a_translated_segment_that_stopped_repeating_is_flagged_for_review():
     assert reason in review_notes(translation)
     assert all(reason not in segment_notes(s) for s in translation.segments
                if not s.stopped_repeating)
+
+
+def test_a_model_without_a_chat_template_gets_prompts_that_end_with_a_cue():
+    """A base model continues whatever text it is given: without "Summary:" at the end,
+    Gemma 3 270M went on writing the license (or invented articles) instead of notes."""
+    prompts: list[str] = []
+
+    def respond(prompt: str) -> str:
+        prompts.append(prompt)
+        return _respond(prompt)
+
+    base = _loaded(FakeEngine(respond=respond, has_chat_template=False))
+    result = _summary(base)
+    assert len(prompts) == len(result.chunks) + 1
+    assert all(p.endswith("\n\nSummary:") for p in prompts[:-1])
+    assert prompts[-1].endswith("\n\nSummary:\n") and "numbered notes" in prompts[-1]
+    prompts.clear()
+    _summary(_loaded(FakeEngine(respond=respond)))
+    assert prompts and not any("Summary:" in p for p in prompts)
