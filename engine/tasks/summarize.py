@@ -288,6 +288,10 @@ def summarize(client: Engine | None, documents: Sequence[Document],
         raise BadRequestError("The summary length must be at least 1.")
     if settings.mode is Mode.EXTRACTIVE:
         found = extract(documents, settings.length)
+        if not found:
+            names = ", ".join(d.name for d in documents)
+            raise BadRequestError(f"Nothing to quote: {names} has no sentences with words "
+                                  "in it.")
         yield TaskProgress("extract", 1, 1, 0.0)
         yield SummaryResult(settings.mode, settings.form, extracts=tuple(found))
         return
