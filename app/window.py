@@ -375,6 +375,8 @@ class MainWindow(QMainWindow):
         if isinstance(engine, EngineRouter):  # a server's address or key changed
             for url in dialog.servers.changed:
                 engine.forget_endpoint(url)
+        if dialog.hub_changed:  # search the new hub, with the new token, from now on
+            self.models.hub.hub = self._hub_factory()
         if accepted:
             self.apply_settings(dialog.result_settings())
         elif dialog.servers.changed:
