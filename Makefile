@@ -39,12 +39,15 @@ llama-server: $(LLAMA_SERVER)
 run: $(STAMP)
 	$(PY) -m app
 
-# Lint, type check, then the whole suite: the unit tier (fake engine, pure logic) and the
-# real-model tests that prove every feature end to end.
-test: $(STAMP) $(LLAMA_SERVER)
+# pytest-xdist workers for the suite (most tests wait on an engine process, a server or Qt).
+TEST_WORKERS ?= 2
+
+# Lint, type check, then the suite: the unit tier (fake engine, pure logic) and the real-model
+# tests that prove every feature end to end, all but those `make test-slow` runs.
+test: $(STAMP)
 	$(PY) -m ruff check engine app tests bench packaging
 	$(PY) -m mypy
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m "not slow and not long"
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow and not long and not peer"
 
 # Every trust-suite family (tests/trust/), the long cases too: a table of cases tried, held,
 # failed, worst time and worst memory per family (bench/results/trust.json). An hour or more.
@@ -55,9 +58,10 @@ trust: $(STAMP)
 test-unit: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m "not model and not slow and not long"
 
-# Builds the packaged app from a clean copy of the source and runs its --self-test (minutes).
-test-slow: $(PACKAGE_STAMP)
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m slow
+# Builds the packaged app from a clean copy of the source and runs its --self-test, and runs
+# the remote engine against llama.cpp's own llama-server, built once per venv (minutes).
+test-slow: $(PACKAGE_STAMP) $(LLAMA_SERVER)
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "(slow or peer) and not long"
 
 # PyInstaller, pinned in the `package` extra (pyproject.toml).
 $(PACKAGE_STAMP): $(STAMP)

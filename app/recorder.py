@@ -76,6 +76,11 @@ class ReplyRecorder:
         """A save failed (disk full, I/O error) and has not been retried successfully."""
         return self._unsaved is not None
 
+    @property
+    def pending_text(self) -> str | None:
+        """The reply's text as it waits to be saved, or None when nothing waits."""
+        return self._unsaved[0] if self._unsaved is not None else None
+
     def retry(self) -> bool:
         """Save what the last failed save could not (the reply as it ended); True once the
         reply is stored."""

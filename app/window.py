@@ -11,6 +11,7 @@ from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
+    QFileDialog,
     QHBoxLayout,
     QListWidget,
     QListWidgetItem,
@@ -374,6 +375,8 @@ class MainWindow(QMainWindow):
         if isinstance(engine, EngineRouter):  # a server's address or key changed
             for url in dialog.servers.changed:
                 engine.forget_endpoint(url)
+        if dialog.hub_changed:  # search the new hub, with the new token, from now on
+            self.models.hub.hub = self._hub_factory()
         if accepted:
             self.apply_settings(dialog.result_settings())
         elif dialog.servers.changed:
@@ -417,8 +420,61 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ closing
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        if not self._closed and not self._unsaved_replies_settled():
+            event.ignore()
+            return
         self.shutdown()
         super().closeEvent(event)
+
+    def _unsaved_replies_settled(self) -> bool:
+        """Closing with a reply that the full disk kept from being saved: try again, save it
+        to a file elsewhere, or quit without it (the user says which); False keeps the
+        window open."""
+        replies = self.chat.replies
+        replies.retry_unsaved()  # space may have come back since the last attempt
+        while texts := replies.unsaved_texts():
+            choice = self.ask_unsaved(len(texts))
+            if choice == "retry":
+                replies.retry_unsaved()
+            elif choice == "save":
+                path = self.ask_save_path()
+                if path is None:
+                    continue
+                try:
+                    path.write_text("\n\n---\n\n".join(texts) + "\n", encoding="utf-8")
+                except OSError as exc:
+                    QMessageBox.warning(self, "Not saved",
+                                        f"The reply could not be written to {path}: {exc}")
+                    continue
+                return True
+            else:
+                return choice == "discard"
+        return True
+
+    def ask_unsaved(self, count: int) -> str:
+        """"retry", "save", "discard" or "cancel" (tests replace this)."""
+        what = "A reply" if count == 1 else f"{count} replies"
+        box = QMessageBox(QMessageBox.Icon.Warning, "Reply not saved",
+                          f"{what} could not be saved to the chat history because the disk "
+                          "is full. Free some space and try again, or save the text to a "
+                          "file on another disk.", parent=self)
+        retry = box.addButton("Try again", QMessageBox.ButtonRole.AcceptRole)
+        save = box.addButton("Save to a file…", QMessageBox.ButtonRole.ActionRole)
+        discard = box.addButton("Quit without it", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(retry)
+        box.exec()
+        clicked = box.clickedButton()
+        if clicked is retry:
+            return "retry"
+        if clicked is save:
+            return "save"
+        return "discard" if clicked is discard else "cancel"
+
+    def ask_save_path(self) -> Path | None:
+        name, _ = QFileDialog.getSaveFileName(self, "Save the reply", str(Path.home() /
+                                              "verso-reply.md"), "Markdown (*.md);;Text (*.txt)")
+        return Path(name) if name else None
 
     def shutdown(self) -> None:
         if self._closed:

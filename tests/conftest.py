@@ -32,10 +32,17 @@ _REAL_ENGINE_MODULES = frozenset({"test_cli", "test_cli_generation", "test_worke
                                   "test_loop_guard_model"})
 
 
+# Modules that drive llama.cpp's own llama-server (built by `make llama-server`): marked
+# `peer`, run by `make test-slow`.
+_PEER_MODULES = frozenset({"test_remote_llama_server", "test_app_remote"})
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         module = item.module.__name__.rpartition(".")[2] if item.module else ""
+        if "llama_server" in names or module in _PEER_MODULES:
+            item.add_marker(pytest.mark.peer)
         if (names & _MODEL_FIXTURES or module in _REAL_ENGINE_MODULES
                 or item.get_closest_marker("slow")):
             item.add_marker(pytest.mark.model)

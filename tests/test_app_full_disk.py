@@ -80,3 +80,58 @@ def test_a_new_chat_on_a_full_disk_is_refused_cleanly(qtbot, fake_window, monkey
     monkeypatch.setattr(window.store, step, full)
     window.chat.send("Hello")
     assert "disk is full" in window.status.currentMessage()
+
+
+def test_closing_with_a_reply_still_unsaved_asks_and_can_save_it_to_a_file(
+        qtbot, fake_window, monkeypatch, tmp_path):
+    monkeypatch.setattr(chat_replies, "SAVE_RETRY_MS", 60_000)  # no retry while we look
+    reply = "The Danube flows through ten countries."
+    window = fake_window(FakeEngine(replies=(reply,), token_delay_s=0.002))
+    store = window.store
+    real_update = store.update_message_content
+    disk = {"full": True}
+
+    def update(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if disk["full"]:
+            raise StoreError(FULL)
+        return real_update(*args, **kwargs)
+
+    monkeypatch.setattr(store, "update_message_content", update)
+    with qtbot.waitSignal(window.chat.replies.reply_finished, timeout=TIMEOUT_MS) as blocker:
+        window.chat.send("Tell me about the Danube.")
+    message_id = blocker.args[0]
+    answers = iter(["cancel", "retry", "save"])
+    asked: list[int] = []
+    monkeypatch.setattr(window, "ask_unsaved",
+                        lambda count: asked.append(count) or next(answers))
+    saved_to = tmp_path / "elsewhere" / "reply.md"
+    saved_to.parent.mkdir()
+    monkeypatch.setattr(window, "ask_save_path", lambda: saved_to)
+    assert not window.close()  # "cancel": the window stays open, the reply on screen
+    assert window.isVisible() and window.chat.view.bubble(message_id).text() == reply
+    assert window.close()  # "retry" fails (still full), then "save" writes the file
+    assert asked == [1, 1, 1]
+    assert saved_to.read_text() == reply + "\n"
+
+
+def test_closing_after_space_returned_asks_nothing(qtbot, fake_window, monkeypatch):
+    monkeypatch.setattr(chat_replies, "SAVE_RETRY_MS", 60_000)
+    window = fake_window(FakeEngine(replies=("Saved later.",), token_delay_s=0.002))
+    store = window.store
+    real_update = store.update_message_content
+    disk = {"full": True}
+
+    def update(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if disk["full"]:
+            raise StoreError(FULL)
+        return real_update(*args, **kwargs)
+
+    monkeypatch.setattr(store, "update_message_content", update)
+    with qtbot.waitSignal(window.chat.replies.reply_finished, timeout=TIMEOUT_MS) as blocker:
+        window.chat.send("Hello")
+    message_id = blocker.args[0]
+    disk["full"] = False
+    monkeypatch.setattr(window, "ask_unsaved", lambda count: pytest.fail("asked"))
+    monkeypatch.setattr(store, "close", lambda: None)  # read the row after closing
+    assert window.close()
+    assert store.get_message(message_id).content == "Saved later."

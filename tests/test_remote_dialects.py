@@ -406,8 +406,8 @@ def test_document_sampling_sends_dry_to_llama_server_and_drops_it_elsewhere():
     from engine.remote.llama_server import native_sampling
     from engine.remote.openai import OpenAICompatible
 
-    body = native_sampling(DOCUMENT_SAMPLING)
-    assert body["dry_multiplier"] == 0.8 and body["dry_penalty_last_n"] == -1
+    body = native_sampling(DOCUMENT_SAMPLING, 4096)
+    assert body["dry_multiplier"] == 0.8 and body["dry_penalty_last_n"] == 4096
     assert body["dry_sequence_breakers"] == list(DOCUMENT_SAMPLING.dry_sequence_breakers)
     assert "xtc_probability" not in body
     generic = Capabilities("a server", sampling=OpenAICompatible.sampling(None))  # type: ignore[arg-type]

@@ -176,6 +176,21 @@ def test_extractive_quotes_verbatim_with_locations(docs: list[Document]):
     assert f'"{result.extracts[0].text}"' in result.to_text()
 
 
+def test_extractive_of_short_sentences_quotes_them_and_of_no_words_says_so(tmp_path: Path,
+                                                                          capsys):
+    short = tmp_path / "short.txt"
+    short.write_text("Go now. Stop here. Run fast. Be calm. Sit down.\n")
+    assert main(["summarize", str(short), "--mode", "extractive", "--length", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith('- "Go now."') and '- "Stop here."' in out
+    marks = tmp_path / "marks.txt"
+    marks.write_text("... !!! ---\n")
+    assert main(["summarize", str(marks), "--mode", "extractive"]) == 2
+    captured = capsys.readouterr()
+    assert not captured.out.strip()
+    assert "Nothing to quote: marks.txt has no sentences with words in it." in captured.err
+
+
 # ------------------------------------------------------------------ citations
 
 

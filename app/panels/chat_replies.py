@@ -310,6 +310,15 @@ class ReplyController(QObject):
         self._unsaved.add(recorder)
         timer.start()
 
+    def unsaved_texts(self) -> list[str]:
+        """Each reply still waiting for disk space to be saved (what closing would lose)."""
+        return [text for r in self._unsaved if (text := r.pending_text) is not None]
+
+    def retry_unsaved(self) -> None:
+        for recorder in list(self._unsaved):
+            if recorder.retry():
+                self._unsaved.discard(recorder)
+
     def _visible_for(self, active: ActiveReply):
         if self._shown() != active.conversation_id:
             return None

@@ -1,4 +1,5 @@
-"""The settings dialog: model loading, chat defaults (generated sampling controls) and theme."""
+"""The settings dialog: model loading, chat defaults (generated sampling controls), theme,
+model servers and the model hub."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from PySide6.QtWidgets import (
 
 from app.presets import Preset
 from app.settings import AppSettings
+from app.widgets.hub_editor import HubEditor
 from app.widgets.sampling_form import SamplingForm
 from app.widgets.servers_editor import ServersEditor
 from engine.gpu import GpuInfo
@@ -80,6 +82,10 @@ class SettingsDialog(QDialog):
         tabs.addTab(self._appearance_tab(settings), "Appearance")
         self.servers = ServersEditor(engine_in_use)
         tabs.addTab(self.servers, "Servers")
+        self.hub = HubEditor()
+        self.hub_changed = False  # the hub's address or token changed (applied at once)
+        self.hub.changed.connect(lambda: setattr(self, "hub_changed", True))
+        tabs.addTab(self.hub, "Model hub")
         self.tabs = tabs
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
                                    | QDialogButtonBox.StandardButton.Cancel)

@@ -8,6 +8,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QW
 from engine.tasks.jobs import TaskProgress
 
 STAGE_NAMES = {
+    "segment": "Cutting the text into chunks",
     "map": "Summarizing chunks",
     "reduce": "Writing the summary",
     "extract": "Choosing sentences",
@@ -66,7 +67,8 @@ class TaskProgressRow(QWidget):
         self.label.setText(stage_name(event.stage))
         self.bar.setRange(0, max(event.total, 1))
         self.bar.setValue(event.done)
-        self.bar.setFormat(f"{event.done} / {event.total}")
+        self.bar.setFormat(f"{event.done} %" if event.stage == "segment"
+                           else f"{event.done} / {event.total}")
         self.eta.setText(format_eta(event.eta_s) if event.done < event.total else "")
 
     def cancelling(self) -> None:

@@ -44,7 +44,9 @@ def read_documents(paths: Iterable[str]) -> list[Document]:
 
 def print_progress(event: TaskProgress, err: TextIO) -> None:
     eta = f", about {event.eta_s:.0f} s left" if event.eta_s else ""
-    print(f"[{event.stage} {event.done}/{event.total}{eta}]", file=err, flush=True)
+    done = (f"{event.done}%" if event.stage == "segment"
+            else f"{event.done}/{event.total}")
+    print(f"[{event.stage} {done}{eta}]", file=err, flush=True)
 
 
 def last_result(events: Iterable[TaskProgress | _R], err: TextIO) -> _R:

@@ -68,10 +68,12 @@ def _not_inside_a_cluster(text: str, start: int, cut: int) -> int:
 
 
 def split_to_budget(
-    block: Block, start: int, end: int, count: Callable[[str], int], budget: int
+    block: Block, start: int, end: int, count: Callable[[str], int], budget: int,
+    on_cut: Callable[[int], None] | None = None,
 ) -> list[tuple[int, int, int]]:
     """Slices (start, end, tokens) of block.text[start:end], each within ``budget``; the
-    work is linear in the length of the text."""
+    work is linear in the length of the text. ``on_cut`` gets each cut's offset (progress
+    through a long block)."""
     text = block.text
     slices: list[tuple[int, int, int]] = []
     while start < end:
@@ -93,6 +95,8 @@ def split_to_budget(
             stop = cut = _not_inside_a_cluster(text, start, fit)
             tokens = count(block.markdown(start, stop))
         slices.append((start, stop, tokens))
+        if on_cut is not None:
+            on_cut(cut)
         start = cut
         while start < end and text[start].isspace():
             start += 1

@@ -52,8 +52,9 @@ SERVER_CHATML_FALLBACK = (
     "{%- endif -%}")
 
 
-def native_sampling(s: SamplingParams) -> dict[str, Any]:
-    """llama.cpp's sampling fields (the names Verso's own options use)."""
+def native_sampling(s: SamplingParams, n_ctx: int) -> dict[str, Any]:
+    """llama.cpp's sampling fields (the names Verso's own options use). The server refuses
+    llama.cpp's -1 ("the whole context") for ``dry_penalty_last_n``: it gets ``n_ctx``."""
     body: dict[str, Any] = {
         "temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p, "min_p": s.min_p,
         "typical_p": s.typical_p, "repeat_penalty": s.repeat_penalty,
@@ -64,7 +65,8 @@ def native_sampling(s: SamplingParams) -> dict[str, Any]:
     if s.dry_multiplier:
         body.update(dry_multiplier=s.dry_multiplier, dry_base=s.dry_base,
                     dry_allowed_length=s.dry_allowed_length,
-                    dry_penalty_last_n=s.dry_penalty_last_n,
+                    dry_penalty_last_n=(n_ctx or 4096) if s.dry_penalty_last_n < 0 else
+                    s.dry_penalty_last_n,
                     dry_sequence_breakers=list(s.dry_sequence_breakers))
     if s.xtc_probability:
         body.update(xtc_probability=s.xtc_probability, xtc_threshold=s.xtc_threshold)
@@ -190,7 +192,7 @@ class LlamaServer(Dialect):
                                             model).tokens)
         else:
             content = prompt.text or ""
-        body = native_sampling(prompt.sampling)
+        body = native_sampling(prompt.sampling, n_ctx)
         if prompt.logprobs and not prompt.sampling.n_probs:
             body["n_probs"] = 1
         body.update({"prompt": content, "stream": True, "cache_prompt": True})

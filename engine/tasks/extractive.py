@@ -47,16 +47,21 @@ def _words(text: str) -> list[str]:
 
 
 def candidate_sentences(documents: Sequence[Document]) -> list[Extract]:
+    """Sentences of at least ``_MIN_WORDS`` words (shorter ones are rarely worth quoting);
+    all sentences with a word when a document has no longer ones."""
     found = []
     for d, document in enumerate(documents):
         for b, block in enumerate(document.blocks):
             if block.kind not in _QUOTABLE:
                 continue
             for span in split_sentences(block.text):
-                if len(span.text.split()) >= _MIN_WORDS:
-                    found.append(Extract(span.text, document.name, d, b, span.start, span.end,
-                                         block.location.page, block.location.paragraph, 0.0))
-    return found
+                words = len(_WORD.findall(span.text))
+                if words:
+                    found.append((words, Extract(
+                        span.text, document.name, d, b, span.start, span.end,
+                        block.location.page, block.location.paragraph, 0.0)))
+    long_enough = [e for words, e in found if words >= _MIN_WORDS]
+    return long_enough or [e for _, e in found]
 
 
 def _tfidf(sentences: Sequence[str]) -> np.ndarray:

@@ -10,7 +10,9 @@ without recomputing finished chunks. Extractive: see ``engine.tasks.extractive``
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
@@ -259,14 +261,27 @@ def _merge(points: list[dict[str, Any]], group: Sequence[Note]) -> Note:
 
 
 def source_chunks(client: Engine, documents: Sequence[Document],
-                  settings: SummarizeSettings) -> list[tuple[Chunk, ChunkRef]]:
+                  settings: SummarizeSettings,
+                  progress: Callable[[float], None] | None = None,
+                  ) -> list[tuple[Chunk, ChunkRef]]:
     """The chunks a summary cites, numbered as its ``[n]`` markers (deterministic, so a
-    viewer can recompute them to show a cited chunk's text)."""
+    viewer can recompute them to show a cited chunk's text). ``progress`` gets the fraction
+    of the documents' text segmented so far."""
     if client.loaded is None:
         raise VersoError("Load a model before summarizing.")
     out: list[tuple[Chunk, ChunkRef]] = []
+    total = sum(len(d.text) for d in documents) or 1
+    before = 0
     for document in documents:
-        for chunk in segment(document, client.count_tokens, settings.chunk_tokens):
+        share = len(document.text) / total
+
+        def report(fraction: float, before: int = before, share: float = share) -> None:
+            if progress is not None:
+                progress(before / total + share * fraction)
+
+        before += len(document.text)
+        for chunk in segment(document, client.count_tokens, settings.chunk_tokens,
+                             progress=report):
             ref = ChunkRef(len(out) + 1, document.name, chunk.first_page, chunk.last_page,
                            chunk.first_paragraph, chunk.last_paragraph)
             out.append((chunk, ref))
@@ -288,12 +303,17 @@ def summarize(client: Engine | None, documents: Sequence[Document],
         raise BadRequestError("The summary length must be at least 1.")
     if settings.mode is Mode.EXTRACTIVE:
         found = extract(documents, settings.length)
+        if not found:
+            names = ", ".join(d.name for d in documents)
+            raise BadRequestError(f"Nothing to quote: {names} has no sentences with words "
+                                  "in it.")
         yield TaskProgress("extract", 1, 1, 0.0)
         yield SummaryResult(settings.mode, settings.form, extracts=tuple(found))
         return
     if client is None:
         raise BadRequestError("Abstractive summaries need a loaded model.")
-    run = _Run(client, documents, settings, store, cancel, recipe)
+    chunks = yield from _segmenting(client, documents, settings, cancel)
+    run = _Run(client, documents, settings, store, cancel, recipe, chunks)
     try:
         yield from run.execute()
     except Cancelled:
@@ -304,13 +324,48 @@ def summarize(client: Engine | None, documents: Sequence[Document],
         raise
 
 
+_SEGMENT_STEPS = 100
+_SEGMENT_POLL_S = 0.25
+
+
+def _segmenting(client: Engine, documents: Sequence[Document], settings: SummarizeSettings,
+                cancel: CancelCheck) -> Generator[TaskProgress, None,
+                                                  list[tuple[Chunk, ChunkRef]]]:
+    """``source_chunks`` on a helper thread, reported as the "segment" stage in percent (a
+    long text takes seconds per megabyte to cut into chunks); a cancel stops it."""
+    fraction = [0.0]
+    abandoned = [False]  # the caller stopped iterating: end the thread too
+
+    def report(value: float) -> None:
+        if abandoned[0] or cancel():
+            raise Cancelled
+        fraction[0] = value
+
+    with ThreadPoolExecutor(1, thread_name_prefix="verso-segment") as pool:
+        future = pool.submit(source_chunks, client, documents, settings, report)
+        shown = -1
+        try:
+            while True:
+                try:
+                    return future.result(timeout=_SEGMENT_POLL_S)
+                except FutureTimeout:
+                    pass
+                done = int(fraction[0] * _SEGMENT_STEPS)
+                if done != shown:
+                    shown = done
+                    yield TaskProgress("segment", done, _SEGMENT_STEPS)
+        finally:
+            abandoned[0] = True
+
+
 class _Run:
     def __init__(self, client: Engine, documents: Sequence[Document],
                  settings: SummarizeSettings, store: JobStore | None,
-                 cancel: CancelCheck, recipe: JobRecipe | None = None) -> None:
+                 cancel: CancelCheck, recipe: JobRecipe | None,
+                 chunks: list[tuple[Chunk, ChunkRef]]) -> None:
         self.client, self.settings, self.cancel = client, settings, cancel
         self.chat = model_has_chat(client)
-        self.chunks = source_chunks(client, documents, settings)
+        self.chunks = chunks
         self.documents = documents
         self.store = store
         model = job_model(client, recipe)
