@@ -169,3 +169,16 @@ def test_prefill_does_nothing_while_another_request_runs(client):
     assert list(client.prefill(ChatRequest((ChatMessage("user", "Hello there"),), SAMPLING,
                                            session_id="gen"))) == []
     assert isinstance(list(stream)[-1], Done)
+
+
+def test_prefill_stops_before_the_word_being_typed(client):
+    """BPE merges at the edge of a half-typed word change as it grows: that word is left
+    for later."""
+    history = [SYSTEM, QUESTION]
+    typing = _prefill(client, [*history, ChatMessage("user", "Tell me about the old bridg")],
+                      "word-a")
+    spaced = _prefill(client, [*history, ChatMessage("user", "Tell me about the old ")],
+                      "word-b")
+    assert typing.stats.prompt_tokens == spaced.stats.prompt_tokens
+    before = len(client.chat_prompt(history, add_generation_prompt=False).tokens)
+    assert typing.stats.prompt_tokens >= before + 5  # the user turn's opening and 4 words

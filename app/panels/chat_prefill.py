@@ -17,6 +17,7 @@ from collections.abc import Callable
 from PySide6.QtCore import QObject, QTimer
 
 from app.bridge import EngineBridge, JobHandle
+from engine.api import Feature
 from engine.events import Done, FinishReason
 from engine.options import ChatRequest
 
@@ -60,6 +61,8 @@ class DraftPrefill(QObject):
         """Prefill the draft now (if there is one and the engine is free)."""
         self._debounce.stop()
         self._max_wait.stop()
+        if not self._bridge.has(Feature.PREFILL):
+            return
         request = self._request()
         if request is None or request == self._done:
             return
