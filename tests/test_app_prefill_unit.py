@@ -116,3 +116,26 @@ def test_a_backend_without_prefill_is_not_asked(qtbot, fake_window):
     window.chat.composer.edit.setPlainText("And of Italy?")
     qtbot.wait(PREFILL_MAX_WAIT_MS + 200)
     assert _prefills(engine) == []
+
+
+def test_a_prefill_cut_short_by_another_job_is_asked_again(qtbot, fake_window):
+    engine = FakeEngine(replies=("Paris.",), prefill_delay_s=0.4)
+    window = _window_with_a_conversation(qtbot, fake_window, engine)
+    jobs: list = []
+    submit = window.bridge.prefill
+
+    def recording(request):  # type: ignore[no-untyped-def]
+        job = submit(request)
+        if job is not None:
+            jobs.append(job)
+        return job
+
+    window.bridge.prefill = recording
+    window.chat.composer.edit.setPlainText("And of Italy?")
+    qtbot.waitUntil(lambda: bool(jobs), timeout=TIMEOUT_MS)
+    window.bridge.count_tokens("a document")  # any other job goes first
+    qtbot.waitUntil(lambda: jobs[0].done, timeout=TIMEOUT_MS)
+    assert jobs[0].outcome.finish_reason is FinishReason.CANCELLED
+    qtbot.waitUntil(lambda: any(job.done and job.outcome.finish_reason is FinishReason.STOP
+                                for job in jobs), timeout=TIMEOUT_MS)
+    assert _prefills(engine)[-1].messages[-1].content == "And of Italy?"
