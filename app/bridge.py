@@ -18,8 +18,10 @@ events:
   ``Error`` when it raised.
 
 ``JobHandle.cancel()`` stops that job alone (queued: it is skipped; running: the engine is
-told). The bridge's own signals are kept for global state: a model loaded, a load failed or
-was cancelled, busy changed, the engine started.
+told). A prefill job (``prefill``: work ahead of a message being typed) runs only when no
+other job is queued, and submitting any other job cancels it. The bridge's own signals are
+kept for global state: a model loaded, a load failed or was cancelled, busy changed, the
+engine started.
 
 A chat job carries a ``ReplySink`` that its task calls as the reply streams, in the worker
 thread, so the reply is persisted before the GUI hears that it finished (and a crash keeps
@@ -192,6 +194,31 @@ def load_task(settings: LoadSettings) -> TaskFn:
         if outcome is None:
             outcome = Done(FinishReason.CANCELLED) if cancelled() else Error(
                 ErrorKind.INTERNAL, "The engine ended the load without a result.")
+        return outcome
+
+    return run
+
+
+def prefill_task(request: ChatRequest) -> TaskFn:
+    """Prefill the draft (``Engine.prefill``); returns its ``Done``, or None when the engine
+    did not run it. Failures are logged, never shown: the reply itself will report them."""
+
+    def run(engine: Engine, cancelled: CancelCheck) -> Generator[object, None, object]:
+        outcome: object = None
+        if cancelled():
+            return Done(FinishReason.CANCELLED)
+        try:
+            for event in engine.prefill(request):
+                if isinstance(event, Done | Error):
+                    outcome = event
+                elif cancelled():
+                    engine.cancel()  # a cancel that came before the engine had the request
+        except VersoError as exc:
+            log.info("prefill failed: %s", exc)
+        if isinstance(outcome, Error):
+            log.info("prefill failed: %s", outcome.message)
+            outcome = None
+        yield from ()
         return outcome
 
     return run
@@ -419,6 +446,9 @@ class EngineBridge(QObject):
                on_skip: Callable[[], None] | None = None) -> JobHandle:
         """Queue ``fn`` for the engine thread; the returned handle answers. ``on_skip`` runs
         there instead of ``fn`` when the job is cancelled before it starts."""
+        for waiting in self._jobs:
+            if waiting.kind == "prefill":
+                waiting.cancel()  # work ahead of time never delays real work
         self._seq += 1
         job = JobHandle(self, f"{kind}-{self._seq}", kind, fn, busy, cancels_engine, on_skip)
         self._jobs.append(job)
@@ -437,6 +467,17 @@ class EngineBridge(QObject):
         ``Error`` after ``sink`` stored it."""
         skipped = None if sink is None else (lambda: sink.done(Done(FinishReason.CANCELLED)))
         return self.submit("chat", chat_task(request, sink), on_skip=skipped)
+
+    def prefill(self, request: ChatRequest) -> JobHandle | None:
+        """Prefill a draft message (``Engine.prefill``) while nothing else is queued or
+        running; None when the backend cannot or the engine is busy. Any job submitted
+        after it cancels it (queued: skipped; running: the engine stops it at once), and
+        ``finished`` carries its ``Done`` (``CANCELLED`` then), or None if it did not run."""
+        if self.loaded is None or self.loading is not None or \
+                not self.has(Feature.PREFILL) or \
+                any(job.kind != "prefill" for job in self._jobs):
+            return None
+        return self.submit("prefill", prefill_task(request), busy=False)
 
     def load(self, settings: LoadSettings) -> JobHandle:
         """Load a model; ``model_loaded``/``load_failed``/``load_cancelled`` say how it went

@@ -7,7 +7,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ["bench_multiturn.py", "bench_throughput.py", "bench_stream_overhead.py",
            "bench_switch.py", "bench_gui_stall.py", "bench_openmp.py", "bench_segment.py",
-           "bench_long_line.py", "bench_quality.py"]
+           "bench_long_line.py", "bench_quant.py", "bench_lookup.py", "bench_quality.py"]
 
 if __name__ == "__main__":
     failed = []

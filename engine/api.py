@@ -46,6 +46,7 @@ class Feature(StrEnum):
     EXACT_TOKENS = "exact tokenization"
     RAW_COMPLETION = "raw completion"
     JSON_SCHEMA = "JSON Schema output"
+    PREFILL = "prefill while typing"
 
 
 # SamplingParams fields that need a feature when set to a non-default value.
@@ -188,3 +189,11 @@ class Engine(Protocol):
 
     def forget_session(self, session_id: str) -> None:
         """Drop a conversation's KV snapshot (``Feature.SESSIONS``; a no-op without it)."""
+
+    def prefill(self, request: ChatRequest) -> Iterator[Event]:
+        """Work ahead of a chat request whose last message, the user's, is still being
+        written: extend the session's KV cache with the conversation and that message as
+        far as it is stable, so sending it evaluates only the rest (``Feature.PREFILL``;
+        without it, yields nothing). Opportunistic: it does not run while another request
+        does, and any other request stops it at once. Yields ``Progress("prefill")`` and a
+        ``Done`` with what was evaluated, or nothing when it did not run."""

@@ -53,6 +53,9 @@ def verso_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
     home = tmp_path_factory.mktemp("verso-home")
     monkeypatch.setenv("VERSO_HOME", str(home))
     monkeypatch.setenv("VERSO_MODELS_DIR", str(home / "models"))
+    # The default model is the shipped Q4_1 file (smol_path), not its install-time Q8_0
+    # conversion: tests/test_convert.py covers that one.
+    monkeypatch.setenv("VERSO_SHIPPED_MODEL", "1")
     # Secrets go to a per-test file keyring (also in CLI processes the test starts).
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "engine.testing.test_keyring.FileKeyring")
     import keyring

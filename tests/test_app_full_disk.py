@@ -20,6 +20,20 @@ def _dialogs(window) -> list[QMessageBox]:  # type: ignore[no-untyped-def]
     return [box for box in window.findChildren(QMessageBox) if box.isVisible()]
 
 
+def _fill_disk(store, monkeypatch) -> dict[str, bool]:  # type: ignore[no-untyped-def]
+    """Saving a reply fails as on a full disk while ``disk["full"]`` is True."""
+    real_update = store.update_message_content
+    disk = {"full": True}
+
+    def update(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if disk["full"]:
+            raise StoreError(FULL)
+        return real_update(*args, **kwargs)
+
+    monkeypatch.setattr(store, "update_message_content", update)
+    return disk
+
+
 def test_enter_on_a_full_disk_keeps_the_message_and_says_so(qtbot, fake_window, monkeypatch):
     window = fake_window(FakeEngine(replies=("Hi!",)))
     chat = window.chat
@@ -46,15 +60,7 @@ def test_a_reply_streamed_onto_a_full_disk_stays_and_is_saved_later(qtbot, fake_
     reply = "Rivers: the Nile, the Amazon and the Yangtze."
     window = fake_window(FakeEngine(replies=(reply,), token_delay_s=0.002))
     store = window.store
-    real_update = store.update_message_content
-    disk = {"full": True}
-
-    def update(*args, **kwargs):  # type: ignore[no-untyped-def]
-        if disk["full"]:
-            raise StoreError(FULL)
-        return real_update(*args, **kwargs)
-
-    monkeypatch.setattr(store, "update_message_content", update)
+    disk = _fill_disk(store, monkeypatch)
     with qtbot.waitSignal(window.chat.replies.reply_finished, timeout=TIMEOUT_MS) as blocker:
         window.chat.send("Name three rivers.")
     message_id = blocker.args[0]
@@ -88,15 +94,7 @@ def test_closing_with_a_reply_still_unsaved_asks_and_can_save_it_to_a_file(
     reply = "The Danube flows through ten countries."
     window = fake_window(FakeEngine(replies=(reply,), token_delay_s=0.002))
     store = window.store
-    real_update = store.update_message_content
-    disk = {"full": True}
-
-    def update(*args, **kwargs):  # type: ignore[no-untyped-def]
-        if disk["full"]:
-            raise StoreError(FULL)
-        return real_update(*args, **kwargs)
-
-    monkeypatch.setattr(store, "update_message_content", update)
+    _fill_disk(store, monkeypatch)
     with qtbot.waitSignal(window.chat.replies.reply_finished, timeout=TIMEOUT_MS) as blocker:
         window.chat.send("Tell me about the Danube.")
     message_id = blocker.args[0]
@@ -118,15 +116,7 @@ def test_closing_after_space_returned_asks_nothing(qtbot, fake_window, monkeypat
     monkeypatch.setattr(chat_replies, "SAVE_RETRY_MS", 60_000)
     window = fake_window(FakeEngine(replies=("Saved later.",), token_delay_s=0.002))
     store = window.store
-    real_update = store.update_message_content
-    disk = {"full": True}
-
-    def update(*args, **kwargs):  # type: ignore[no-untyped-def]
-        if disk["full"]:
-            raise StoreError(FULL)
-        return real_update(*args, **kwargs)
-
-    monkeypatch.setattr(store, "update_message_content", update)
+    disk = _fill_disk(store, monkeypatch)
     with qtbot.waitSignal(window.chat.replies.reply_finished, timeout=TIMEOUT_MS) as blocker:
         window.chat.send("Hello")
     message_id = blocker.args[0]

@@ -16,13 +16,14 @@ from app.conversation import (
     trimmed_notice,
     versions,
 )
+from app.panels.chat_prefill import DraftPrefill
 from app.recorder import ReplyRecorder
 from app.settings import AppSettings
 from app.widgets.composer import Composer
 from app.widgets.message_view import MessageView
 from engine.events import ContextTrimmed, Done, Error, ErrorKind, Progress, Rollback, fold_text
 from engine.model_ref import ModelRef
-from engine.options import ChatMessage, prompt_limit
+from engine.options import ChatMessage, ChatRequest, prompt_limit
 from engine.store import Conversation, ConversationStore, Message, StoreError
 
 COUNT_DELAY_MS = 350
@@ -73,6 +74,8 @@ class ReplyController(QObject):
         self._count_timer.setInterval(COUNT_DELAY_MS)
         self._count_timer.timeout.connect(self.count_now)
         composer.edit.textChanged.connect(self._count_timer.start)
+        self.prefill = DraftPrefill(bridge, self._draft_request, self)
+        composer.edit.textChanged.connect(self.prefill.draft_changed)
         composer.stop_requested.connect(self.stop)
         bridge.model_loaded.connect(lambda _loaded: self.count_now())
 
@@ -83,6 +86,8 @@ class ReplyController(QObject):
     def shutdown(self) -> None:
         self._count_timer.stop()
         self._composer.edit.textChanged.disconnect(self._count_timer.start)
+        self._composer.edit.textChanged.disconnect(self.prefill.draft_changed)
+        self.prefill.cancel()
 
     # ------------------------------------------------------------ starting
 
@@ -192,6 +197,7 @@ class ReplyController(QObject):
 
     def _launch(self, conversation: Conversation, message_id: str, request,
                 prefix: str = "") -> None:
+        self.prefill.cancel()
         wanted = conversation.model
         if wanted and not wanted.same_model(self._current_model()):
             self.model_needed.emit(wanted)
@@ -282,6 +288,7 @@ class ReplyController(QObject):
             self.notice.emit(event.message)
         self.reply_finished.emit(job_id, event)
         self.count_now()
+        self.prefill.draft_changed()  # what was typed while the reply streamed
 
     def _keep_saving(self, recorder: ReplyRecorder) -> None:
         """Retry a reply's failed save every few seconds until it is stored (or the app
@@ -322,6 +329,29 @@ class ReplyController(QObject):
             if not bubble.streaming and bubble.message_id in all_versions:
                 bubble.update_message(bubble.message, all_versions[bubble.message_id],
                                       render=False)
+
+    # ------------------------------------------------------------- prefill
+
+    def _draft_request(self) -> ChatRequest | None:
+        """The request sending the draft now would make, for ``DraftPrefill``; None while a
+        reply streams, with no model, in a chat not created yet or one that uses another
+        model, or with an empty draft."""
+        loaded = self._bridge.loaded
+        conversation_id = self._shown()
+        draft = self._composer.text()
+        if self.active is not None or loaded is None or conversation_id is None or \
+                not draft.strip() or self._bridge.loading is not None:
+            return None
+        try:
+            conversation = self._store.get_conversation(conversation_id)
+            if conversation is None or conversation.deleted or (
+                    conversation.model and not conversation.model.same_model(loaded.ref)):
+                return None
+            request = build_request(self._settings(), conversation,
+                                    self._store.thread(conversation.id))
+        except StoreError:
+            return None
+        return replace(request, messages=(*request.messages, ChatMessage("user", draft)))
 
     # ------------------------------------------------------------- context meter
 

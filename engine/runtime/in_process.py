@@ -54,6 +54,10 @@ class InProcessEngine:
         self._fresh()
         return self.runtime.chat(request, self._cancelled)
 
+    def prefill(self, request: ChatRequest) -> Iterator[Event]:
+        self._fresh()
+        return self.runtime.prefill(request, self._cancelled)
+
     def complete(self, request: CompletionRequest) -> Iterator[Event]:
         self._fresh()
         return self.runtime.complete(request, self._cancelled)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -98,6 +99,34 @@ _ROLLBACK_BASE = 64
 _ROLLBACKS_PER_TOKEN = 4
 # Loops the degeneration guard rolls back and steers away from; the next one ends the output.
 LOOP_RETRIES = 2
+
+# Tokens a prefill evaluates per batch: small enough that an aborted batch loses little,
+# large enough to run at full prompt speed on a CPU.
+PREFILL_CHUNK = 32
+# The draft's last word and the whitespace before it: the word may still grow, so prefill
+# stops before it.
+_LAST_WORD = re.compile(r"\s+\S*\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class _Fitted:
+    prompt: RenderedPrompt
+    tokens: list[int]
+    dropped_messages: int = 0
+    dropped_tokens: int = 0
+
+
+def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
+    """``range(n)`` in ``[lo, hi)`` slices of ``size``, the last one never a lone token
+    (merged into the one before it)."""
+    lo = 0
+    while lo < n:
+        hi = min(lo + size, n)
+        if n - hi == 1:
+            hi = n
+        yield lo, hi
+        lo = hi
+
 
 @dataclass
 class _Timer:
@@ -383,18 +412,26 @@ class Runtime:
         timer = _Timer()
         self._require_model()
         self._check_sampling(request.sampling)
-        messages = list(request.messages)
-        if not messages:
+        if not request.messages:
             raise BadRequestError("A chat request needs at least one message.")
         restored = self._switch_session(request.session_id)
+        fitted = self._fit(request)
+        if fitted.dropped_messages:
+            yield ContextTrimmed(fitted.dropped_messages, fitted.dropped_tokens)
+        yield from self._run(request.session_id, fitted.prompt.text, fitted.tokens,
+                             request.sampling, cancel, timer, fitted.dropped_messages, restored)
+
+    def _fit(self, request: ChatRequest) -> _Fitted:
+        """The request's prompt and tokens, with the oldest turns dropped to fit if its
+        policy allows; raises ``ContextOverflowError`` otherwise."""
+        messages = list(request.messages)
         limit = self._prompt_limit(request.sampling)
         dropped_messages = dropped_tokens = 0
         while True:
             prompt = self.render_chat(messages, request.continue_last)
-            prompt_text = prompt.text
             tokens = self._tokens_for(request.session_id, prompt)
             if len(tokens) <= limit:
-                break
+                return _Fitted(prompt, tokens, dropped_messages, dropped_tokens)
             if request.policy is not ContextPolicy.DROP_OLDEST:
                 raise ContextOverflowError(len(tokens), limit, ContextOverflowError.CHAT_REMEDY)
             drop = oldest_turn(messages)
@@ -408,10 +445,77 @@ class Runtime:
             dropped_tokens += before - len(
                 self.tokenize_prompt(self.render_chat(messages, request.continue_last))
             )
-        if dropped_messages:
-            yield ContextTrimmed(dropped_messages, dropped_tokens)
-        yield from self._run(request.session_id, prompt_text, tokens, request.sampling, cancel,
-                             timer, dropped_messages, restored)
+
+    # ----------------------------------------------------------------- prefill
+
+    def prefill(self, request: ChatRequest, cancel: CancelCheck) -> Iterator[Event]:
+        """Extend the session's KV cache with ``request``'s prompt as far as the user's
+        message (its last one, still being typed) is known to stay: the conversation, the
+        user turn's opening and the draft up to its last word boundary; never the end of
+        the turn or the generation prompt. Sending the finished message then evaluates only
+        what is left (``_prepare_prompt`` keeps the common prefix, so text edited or deleted
+        after it was prefilled is evaluated again, never reused).
+
+        Evaluates in chunks of ``PREFILL_CHUNK`` tokens with the abort callback armed, so a
+        ``cancel`` (the engine process: any request waiting) stops it within a graph node;
+        what was evaluated before stays cached. Yields ``Progress("prefill", ...)`` per
+        chunk, then ``Done`` (``STOP``, or ``CANCELLED``) whose stats count the target
+        (``prompt_tokens``), the tokens already cached and those evaluated. A draft that
+        would not fit the context prefills nothing."""
+        started = time.perf_counter()
+        self._require_model()
+        self._check_sampling(request.sampling)
+        if not request.messages or request.messages[-1].role != "user" or \
+                request.continue_last:
+            raise BadRequestError("Prefill needs a conversation that ends with the user's "
+                                  "message being written.")
+        restored = self._switch_session(request.session_id)
+        try:
+            fitted = self._fit(request)
+        except ContextOverflowError:
+            yield Done(FinishReason.STOP, "", Stats(n_ctx=self._llama.n_ctx(),
+                                                    context_used=len(self._kv_tokens)))
+            return
+        target = self._stable_draft_prefix(request.session_id, fitted.prompt, fitted.tokens)
+        common = common_prefix(self._kv_tokens, target)
+        if self.batch_invariant:
+            common = min(common, self._kv_batched)
+        rest = target[common:]
+        if self.batch_invariant and len(rest) < 2:
+            rest = []  # a one-token batch would not be batch-invariant (see _prepare_prompt)
+        if rest:
+            self._truncate_kv(common)
+        evaluated = 0
+        finish = FinishReason.STOP
+        try:
+            for lo, hi in _chunks(len(rest), PREFILL_CHUNK):
+                self._evaluate(rest[lo:hi], cancel)
+                evaluated = hi
+                yield Progress("prefill", evaluated, len(rest))
+        except Cancelled:
+            finish = FinishReason.CANCELLED
+        elapsed = time.perf_counter() - started
+        yield Done(finish, "", Stats(
+            prompt_tokens=len(target), reused_tokens=common, evaluated_tokens=evaluated,
+            prompt_s=elapsed, prompt_tps=evaluated / elapsed if evaluated and elapsed else 0.0,
+            n_ctx=self._llama.n_ctx(), context_used=len(self._kv_tokens),
+            dropped_messages=fitted.dropped_messages, restored_snapshot=restored))
+
+    def _stable_draft_prefix(self, session_id: str, prompt: RenderedPrompt,
+                             tokens: list[int]) -> list[int]:
+        """The leading ``tokens`` (the prompt as sent now) that the finished message will
+        still start with: up to the last whitespace before the draft's unfinished word (BPE
+        merges across that boundary could change once more is typed), and only as far as
+        tokenizing that text alone agrees with ``tokens``."""
+        if not prompt.content_spans:
+            return []
+        lo, hi = prompt.content_spans[-1]
+        word = _LAST_WORD.search(prompt.text, lo, hi)
+        cut = word.start() if word else lo
+        head = RenderedPrompt(prompt.text[:cut],
+                              tuple((a, min(b, cut)) for a, b in prompt.content_spans if a < cut))
+        head_tokens = self._tokens_for(session_id, head)
+        return head_tokens[:common_prefix(head_tokens, tokens)]
 
     def complete(self, request: CompletionRequest, cancel: CancelCheck) -> Iterator[Event]:
         timer = _Timer()

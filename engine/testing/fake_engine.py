@@ -85,6 +85,7 @@ class FakeEngine:
     has_chat_template: bool = True
     model_name: str = "Fake model"
     load_delay_s: float = 0.0
+    prefill_delay_s: float = 0.0  # how long a prefill runs (cancel stops it)
     loaded: ModelLoaded | None = None
     calls: list[Call] = field(default_factory=list)
     restarts: int = 0
@@ -259,6 +260,26 @@ class FakeEngine:
         reused = self._sessions.get(request.session_id, 0)
         self._sessions[request.session_id] = needed
         yield from self._stream(prompt, request.sampling.max_tokens, min(reused, needed))
+
+    def prefill(self, request: ChatRequest) -> Iterator[Event]:
+        """Records the call; after ``prefill_delay_s`` (unless cancelled) the session counts
+        the draft's tokens as cached, so the next chat reports them reused."""
+        self.calls.append(Call("prefill", request))
+        self._cancel.clear()
+        if self.loaded is None or not self.capabilities.has(Feature.PREFILL):
+            return
+        deadline = time.monotonic() + self.prefill_delay_s
+        while time.monotonic() < deadline:
+            if self._cancel.is_set():
+                yield Done(FinishReason.CANCELLED)
+                return
+            time.sleep(0.005)
+        cached = 1 + self.count_tokens(self._render(request.messages, False))
+        reused = min(self._sessions.get(request.session_id, 0), cached)
+        self._sessions[request.session_id] = cached
+        yield Done(FinishReason.STOP, "", Stats(prompt_tokens=cached, reused_tokens=reused,
+                                                evaluated_tokens=cached - reused,
+                                                n_ctx=self.n_ctx, context_used=cached))
 
     def complete(self, request: CompletionRequest) -> Iterator[Event]:
         self.calls.append(Call("complete", request))

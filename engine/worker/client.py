@@ -119,6 +119,7 @@ class EngineClient:
         self._busy = threading.Lock()
         self._send_lock = threading.Lock()
         self._current: tuple[int, p.Command] | None = None
+        self._waiting = 0  # requests waiting for ``_busy`` (a prefill does not start then)
         self._killed_for_cancel = False
         self._wanted: LoadSettings | None = None
         self.loaded: ModelLoaded | None = None
@@ -214,6 +215,20 @@ class EngineClient:
 
     def chat(self, request: ChatRequest) -> Iterator[Event]:
         return self._stream(p.Chat(request))
+
+    def prefill(self, request: ChatRequest) -> Iterator[Event]:
+        """Evaluate the conversation and the unfinished message ahead of time (see
+        ``Runtime.prefill``). Only when idle: with no model, no engine process, another
+        request running or one waiting, it yields nothing; any request made meanwhile, from
+        any thread, stops it at once and runs (what was evaluated stays cached)."""
+        if self.loaded is None or not self.alive() or not self._busy.acquire(blocking=False):
+            return
+        try:
+            for reply in self._exchange(p.Prefill(request)):
+                if isinstance(reply, Event):
+                    yield reply
+        finally:
+            self._busy.release()
 
     def complete(self, request: CompletionRequest) -> Iterator[Event]:
         return self._stream(p.Complete(request))
@@ -313,8 +328,26 @@ class EngineClient:
             if isinstance(reply, Event):
                 yield reply
 
+    def _preempt_prefill(self) -> None:
+        """A request is about to wait for the engine: stop a prefill that holds it, and keep
+        one from starting until this request has run."""
+        with self._send_lock:
+            self._waiting += 1
+            current = self._current
+            if current is None or not isinstance(current[1], p.Prefill) or \
+                    self._commands is None:
+                return
+            with contextlib.suppress(OSError, ValueError):
+                self._commands.send((0, p.Cancel(current[0])))
+
     def _run(self, command: p.Command, recover: bool = True) -> Iterator[p.Reply]:
-        with self._busy:
+        self._preempt_prefill()
+        try:
+            self._busy.acquire()
+        finally:
+            with self._send_lock:
+                self._waiting -= 1
+        try:
             if not self.alive():
                 if self._proc is not None:
                     self._discard_process()
@@ -328,18 +361,23 @@ class EngineClient:
                         if isinstance(event, Error):
                             return
             yield from self._exchange(command)
+        finally:
+            self._busy.release()
 
     def _exchange(self, command: p.Command) -> Iterator[p.Reply]:
         assert self._proc is not None and self._commands is not None and \
             self._events is not None, "start() runs before every exchange"
         proc, commands, events = self._proc, self._commands, self._events
         request_id = next(self._ids)
-        self._current = (request_id, command)
         self._killed_for_cancel = False
         partial: list[str] = []
         finished = False
         try:
             with self._send_lock:
+                if isinstance(command, p.Prefill) and self._waiting:
+                    finished = True
+                    return
+                self._current = (request_id, command)
                 commands.send((request_id, command))
             while True:
                 if not events.poll(_POLL_S):

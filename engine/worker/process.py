@@ -1,6 +1,7 @@
 """Entry point of the engine process. It owns the ``Runtime``; a reader thread takes
 commands off the pipe so that a ``Cancel`` is seen while the main thread is busy in
-llama.cpp."""
+llama.cpp. A ``Prefill`` is work done ahead of time: any command that arrives while it runs
+stops it (it is never what a later request waits for)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ def dispatch(runtime: Runtime, command: p.Command,
             runtime.unload()
         case p.Chat(request):
             yield from runtime.chat(request, cancel)
+        case p.Prefill(request):
+            yield from runtime.prefill(request, cancel)
         case p.Complete(request):
             yield from runtime.complete(request, cancel)
         case p.Tokenize(text, add_bos, special):
@@ -96,7 +99,12 @@ def serve(requests: Connection, events: Connection, snapshot_budget_bytes: int,
             def is_cancelled(rid: int = request_id) -> bool:
                 return rid in cancelled
 
-            for event in dispatch(runtime, command, is_cancelled):
+            def is_preempted(rid: int = request_id) -> bool:
+                return rid in cancelled or not work.empty()
+
+            check = is_preempted if isinstance(command, p.Prefill) else is_cancelled
+
+            for event in dispatch(runtime, command, check):
                 fold_text(partial, event)
                 events.send((request_id, event))
         except Exception as exc:  # every failure reaches the caller as an Error event

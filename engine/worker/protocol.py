@@ -32,6 +32,14 @@ class Chat:
 
 
 @dataclass(frozen=True, slots=True)
+class Prefill:
+    """Evaluate a conversation and the user's unfinished message ahead of the request
+    (``Runtime.prefill``); the engine stops it as soon as another command arrives."""
+
+    request: ChatRequest
+
+
+@dataclass(frozen=True, slots=True)
 class Complete:
     request: CompletionRequest
 
@@ -121,8 +129,8 @@ class GenerateBatch:
     request: BatchRequest
 
 
-Command = (Load | Unload | Chat | Complete | Tokenize | Detokenize | CountChat | ChatPrompt
-           | Score | ValidateGrammar | ForgetSession | GenerateBatch | Attention)
+Command = (Load | Unload | Chat | Prefill | Complete | Tokenize | Detokenize | CountChat
+           | ChatPrompt | Score | ValidateGrammar | ForgetSession | GenerateBatch | Attention)
 
 Reply = Event | Text | Unloaded | Problems | Finished
 """What the engine process sends back: engine events, and the protocol's own answers."""

@@ -42,7 +42,8 @@ def _bad_numbers(lo: float | None, hi: float | None, is_int: bool) -> list[str]:
 def _sampling_cases() -> list[tuple[str, list[str]]]:
     out = []
     for f in fields(SamplingParams):
-        if f.name in _NOT_FLAGS:
+        if f.name in _NOT_FLAGS or isinstance(f.default, bool) or \
+                not isinstance(f.default, int | float):
             continue
         flag = _FLAG.get(f.name, "--" + f.name.replace("_", "-"))
         is_int = isinstance(f.default, int)

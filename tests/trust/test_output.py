@@ -19,7 +19,10 @@ from PySide6.QtWidgets import QApplication
 from app.widgets.markdown_view import MarkdownBody
 
 FAMILY = "Hostile output"
-STALL_MS = 50.0
+STALL_MS = 50.0  # the target, enforced by `make trust` (tests/trust/run.py sets VERSO_TRUST_STRICT)
+# `make test` shares the machine with other work: it catches a view that freezes (the 22 ms
+# per append of the old one-line view grew without bound), not a missed 50 ms target.
+LOOSE_STALL_MS = 500.0
 CHUNK = 12  # characters per streamed update (a few tokens)
 MAX_UPDATES = 2_000  # longer payloads come in bigger updates, as the bridge coalesces them
 
@@ -145,5 +148,6 @@ def test_hostile_output_fetches_nothing_reads_nothing_and_never_stalls(
     record_property("finish_ms", round(finish_ms, 1))
     assert _Recorder.hits == [], _Recorder.hits
     assert os.stat(bait).st_atime == atime, "the secret file was read"
-    assert worst < STALL_MS, f"an append took {worst:.1f} ms"
+    limit = STALL_MS if os.environ.get("VERSO_TRUST_STRICT") else LOOSE_STALL_MS
+    assert worst < limit, f"an append took {worst:.1f} ms"
     assert body.text() == text
