@@ -14,7 +14,6 @@ llama-cpp-python from the log-softmax of each next token.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import os
@@ -28,6 +27,8 @@ import llama_cpp
 import numpy as np
 from common import ROOT, save, table
 
+from engine.catalog.convert import quantize
+
 LLAMA_BENCH = Path(sys.prefix) / "llama.cpp" / "build" / "bin" / "llama-bench"
 TEXT = ROOT / "bench" / "data" / "ruth-kjv.txt"
 WINDOW = 512
@@ -39,17 +40,6 @@ CONVERSIONS = {
     "IQ4_NL": llama_cpp.LLAMA_FTYPE_MOSTLY_IQ4_NL,
     "Q4_K_M": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M,
 }
-
-
-def quantize(source: Path, target: Path, ftype: int) -> None:
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = ftype
-    params.allow_requantize = True
-    params.nthread = THREADS
-    rc = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(),
-                                        ctypes.byref(params))
-    if rc != 0 or not target.is_file():
-        raise SystemExit(f"quantizing {source.name} to {target.name} failed (rc {rc})")
 
 
 def llama_bench(model: Path) -> dict[str, float]:
@@ -105,7 +95,7 @@ def main() -> None:
         for name, ftype in CONVERSIONS.items():
             target = Path(tmp) / f"smollm2-{name}.gguf"
             began = time.perf_counter()
-            quantize(source, target, ftype)
+            quantize(source, target, THREADS, ftype)
             print(f"quantized to {name} in {time.perf_counter() - began:.1f} s", flush=True)
             files[name] = target
         for name, path in files.items():

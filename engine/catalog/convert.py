@@ -67,11 +67,13 @@ def usable_conversion(source: Path) -> Path | None:
     return target
 
 
-def _quantize(source: Path, target: Path, threads: int) -> None:
+def quantize(source: Path, target: Path, threads: int, ftype: int = _FTYPE_Q8_0) -> None:
+    """``source`` requantized to the ``LLAMA_FTYPE`` ``ftype`` at ``target`` with
+    llama.cpp's quantize API; ``ConversionError`` when llama.cpp fails."""
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = _FTYPE_Q8_0
+    params.ftype = ftype
     params.allow_requantize = True
     params.nthread = threads
     rc = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(),
@@ -136,7 +138,7 @@ def convert(source: Path, text: str, threads: int = 2) -> Path:
     os.close(fd)
     temp = Path(name)
     try:
-        _quantize(source, temp, threads)
+        quantize(source, temp, threads)
         share = verify(source, temp, text, threads)
         record = {"made_from": _source_record(source), "size": temp.stat().st_size,
                   "type": FAST_TYPE, "agreement": share}
