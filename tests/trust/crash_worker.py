@@ -1,7 +1,8 @@
 """A process that works on the history database the way the app does, to be killed with
 SIGKILL at a random moment by ``test_crash_consistency``. After every write that returned,
 it appends what is now committed to a journal (flushed and fsynced), so the test knows what
-must survive.
+must survive; before a write whose outcome a kill would leave unknown (delete, undo, purge)
+it journals the intent, so the test knows which of two states may be the committed one.
 
     python tests/trust/crash_worker.py OPERATION DATABASE JOURNAL
 
@@ -83,23 +84,37 @@ def delete(store: ConversationStore, journal: Journal, rng: random.Random) -> No
         conv = store.create_conversation("to delete")
         store.add_message(conv.id, "user", "delete me")
         journal.write(op="visible", id=conv.id)
+        journal.write(op="deleting", id=conv.id)
         token = store.delete_conversation(conv.id)
         journal.write(op="deleted", id=conv.id)
         if rng.random() < 0.5:
+            journal.write(op="undoing", id=conv.id)
             store.undo_delete(token)
             journal.write(op="visible", id=conv.id)
         else:
+            journal.write(op="purging", id=conv.id)
             store.purge_deleted()
             journal.write(op="purged", id=conv.id)
 
 
+def export_of_2000_messages(folder: Path) -> str:
+    """Built in a store of its own: a kill while building it must leave nothing in the
+    database under test, where a partial source would pass for a partial import."""
+    scratch = folder / f"source-{os.getpid()}.sqlite3"
+    with ConversationStore(scratch) as source_store:
+        source = source_store.create_conversation("to export")
+        for i in range(2000):
+            source_store.add_message(source.id, "user" if i % 2 == 0 else "assistant",
+                                     reply_text(i, 30))
+        exported = json.dumps(source_store.export_json(source.id))
+    for leftover in folder.glob(f"{scratch.name}*"):
+        leftover.unlink()
+    return exported
+
+
 def import_many(store: ConversationStore, journal: Journal, rng: random.Random) -> None:
-    source = store.create_conversation("to export")
-    for i in range(2000):
-        store.add_message(source.id, "user" if i % 2 == 0 else "assistant",
-                          reply_text(i, 30))
-    exported = json.dumps(store.export_json(source.id))
-    journal.write(op="export_ready", source=source.id, messages=2000)
+    exported = export_of_2000_messages(store.path.parent)
+    journal.write(op="export_ready", messages=2000)
     while True:
         journal.write(op="import_started")
         conv = store.import_json(exported)

@@ -32,8 +32,8 @@ WORKER = Path(__file__).with_name("crash_worker.py")
 KILLS_PER_OPERATION = 48  # 4 operations: 192 kills, plus 10 of the CLI summarizing or translating
 FAST_KILLS = 2
 LOST_S = 2.5  # saves come every second; allow a busy machine's scheduling on top
-STATE = {"visible": {"visible", "deleted"}, "deleted": {"deleted", "visible", "absent"},
-         "purged": {"absent"}}
+STATE = {"visible": {"visible"}, "deleted": {"deleted", "absent"}, "purged": {"absent"}}
+INTENT = {"deleting": "deleted", "undoing": "visible", "purging": "purged"}
 
 
 def _integrity(db: Path) -> None:
@@ -112,20 +112,28 @@ def _check_edit(store: ConversationStore, facts: list[dict], killed_at: float) -
 
 
 def _check_delete(store: ConversationStore, facts: list[dict], killed_at: float) -> str:
-    last: dict[str, str] = {}
+    """Each conversation must be in the state its last acknowledged write left, or, where a
+    kill came between an intent and its acknowledgement, in the state that write makes. A
+    deleted conversation may since have gone with a later process's purge of the bin."""
+    committed: dict[str, str] = {}
+    pending: dict[str, str | None] = {}
     for fact in facts:
         if fact["op"] in STATE:
-            last[fact["id"]] = fact["op"]
-    ids = list(last)
-    for i, (conv_id, state) in enumerate(last.items()):
+            committed[fact["id"]] = fact["op"]
+            pending[fact["id"]] = None
+        elif fact["op"] in INTENT:
+            pending[fact["id"]] = INTENT[fact["op"]]
+    in_flight = 0
+    for conv_id, state in committed.items():
         conv = store.get_conversation(conv_id)
         now = "absent" if conv is None else "deleted" if conv.deleted else "visible"
-        allowed = STATE[state] if i == len(ids) - 1 else {
-            "visible": {"visible"}, "deleted": {"deleted"}, "purged": {"absent"}}[state]
-        if i < len(ids) - 1 and state == "deleted":  # a later process may purge the bin
-            allowed = {"deleted", "absent"}
-        assert now in allowed, (conv_id, state, now)
-    return f"{len(last)} conversations in their committed state"
+        allowed = set(STATE[state])
+        if (intended := pending[conv_id]) is not None:
+            allowed |= STATE[intended]
+            in_flight += 1
+        assert now in allowed, (conv_id, state, pending[conv_id], now)
+    return (f"{len(committed)} conversations in their committed state "
+            f"({in_flight} killed mid-write)")
 
 
 def _check_import(store: ConversationStore, facts: list[dict], killed_at: float) -> str:
