@@ -26,9 +26,7 @@ from engine.events import (
     Error,
     ErrorKind,
     FinishReason,
-    Rollback,
     SeqDone,
-    SeqRollback,
     SeqToken,
     Token,
 )
@@ -183,30 +181,6 @@ def test_raw_completion_with_a_grammar(engine: RemoteEngine):
     bad = list(engine.complete(CompletionRequest("x", SamplingParams(grammar="root ::= ["))))
     assert isinstance(bad[-1], Error) and bad[-1].kind is ErrorKind.BAD_REQUEST
     assert "grammar" in bad[-1].message
-
-
-def test_a_loop_from_the_server_is_cut_alone_and_in_a_batch(engine: RemoteEngine):
-    """Greedy SmolLM2 continues this with the same sentence again and again (see
-    tests/test_loop_guard_model.py); llama-server cannot be steered away from it, so the guard
-    on this side takes the copy back and ends that output, and only that one."""
-    cats = "The cat sat on the mat. " * 6
-    sampling = replace(GREEDY, max_tokens=120)
-    events = list(engine.complete(CompletionRequest(cats, sampling)))
-    done = events[-1]
-    assert isinstance(done, Done) and done.finish_reason is FinishReason.REPEATING, done
-    assert done.text.count("The cat sat on the mat.") <= 1 and done.stats.loops == 1
-    assert [e for e in events if isinstance(e, Rollback) and e.repeating]
-    off = list(engine.complete(CompletionRequest(cats, replace(sampling, loop_guard=False))))
-    assert off[-1].text.count("The cat sat on the mat.") > 3
-    items = (BatchItem(tuple(engine.tokenize(cats, add_bos=True, special=False))),
-             BatchItem(tuple(engine.tokenize("The capital of France is", add_bos=True,
-                                             special=False))))
-    batch = list(engine.generate_batch(BatchRequest(items, replace(sampling, max_tokens=40))))
-    seq = {e.index: e for e in batch if isinstance(e, SeqDone)}
-    assert seq[0].finish_reason is FinishReason.REPEATING and seq[0].loops == 1
-    assert seq[0].text.count("The cat sat on the mat.") <= 1
-    assert seq[1].finish_reason is FinishReason.LENGTH and "Paris" in seq[1].text
-    assert any(isinstance(e, SeqRollback) and e.index == 0 for e in batch)
 
 
 def test_stop_closes_the_stream_and_the_server_goes_idle(engine: RemoteEngine):
