@@ -13,7 +13,7 @@ import pytest
 from engine.api import Feature
 from engine.documents import load_document
 from engine.errors import UnsupportedError
-from engine.events import Done, Error, ErrorKind, FinishReason, Token
+from engine.events import Done, Error, ErrorKind, FinishReason, Rollback, Token
 from engine.model_ref import ModelRef
 from engine.options import GREEDY, ChatMessage, ChatRequest, CompletionRequest, LoadSettings
 from engine.remote import Endpoint, RemoteEngine, ServerKind
@@ -87,3 +87,18 @@ def test_summary_sends_messages_and_counts_with_the_estimator(engine: RemoteEngi
     assert len(result.chunks) >= 2
     text = result.to_text().lower()
     assert any(word in text for word in ("software", "copyright", "license", "redistribut"))
+
+
+def test_a_loop_from_the_server_ends_the_output_without_the_repeat(engine: RemoteEngine):
+    """Greedy SmolLM2 continues this with the same sentence again and again (as in
+    tests/test_loop_guard_model.py); the guard on this side takes the copy back and ends it."""
+    cats = "The cat sat on the mat. " * 6
+    request = CompletionRequest(cats, replace(GREEDY, max_tokens=120))
+    off = list(engine.complete(replace(request, sampling=replace(request.sampling,
+                                                                   loop_guard=False))))[-1]
+    assert isinstance(off, Done) and off.text.count("The cat sat on the mat.") > 3, off.text
+    events = list(engine.complete(request))
+    done = events[-1]
+    assert isinstance(done, Done) and done.finish_reason is FinishReason.REPEATING, done
+    assert done.text.count("The cat sat on the mat.") <= 1 and done.stats.loops == 1
+    assert [e for e in events if isinstance(e, Rollback) and e.repeating]

@@ -104,7 +104,9 @@ class Dialect:
         from engine.remote.endpoint import DEFAULT_CONCURRENCY
 
         slots = (self.endpoint.concurrency or self.info.slots or DEFAULT_CONCURRENCY)
-        return Capabilities(self.backend, self.features(), self.sampling(), max_parallel=slots)
+        # The degeneration guard runs on this side, on the streamed text (remote.loop_cut).
+        sampling = self.sampling() | {"loop_guard"}
+        return Capabilities(self.backend, self.features(), sampling, max_parallel=slots)
 
     def model_n_ctx(self, model: str, wanted: int) -> int:
         """The context a request to ``model`` gets (``wanted``: the user's setting, 0 none)."""

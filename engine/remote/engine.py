@@ -41,7 +41,9 @@ from engine.events import (
     ModelLoaded,
     Progress,
     RenderedChat,
+    Rollback,
     SeqDone,
+    SeqRollback,
     SeqToken,
     Stats,
     Token,
@@ -62,6 +64,7 @@ from engine.remote.detect import connect
 from engine.remote.dialect import Dialect, Finish, Piece, Prompt
 from engine.remote.endpoint import KIND_NAMES, Endpoint
 from engine.remote.http import Http, RemoteError
+from engine.remote.loop_cut import LoopCut
 from engine.token_estimate import estimate_tokens
 
 log = logging.getLogger(__name__)
@@ -341,6 +344,8 @@ class RemoteEngine:
         generated = 0
         ttft = 0.0
         finish: Finish | None = None
+        guard = LoopCut(parts) if prompt.sampling.loop_guard else None
+        loops = 0
         stream = self.dialect.generate(prompt, self._model, self._n_ctx)
         try:
             for item in stream:
@@ -354,6 +359,13 @@ class RemoteEngine:
                     ttft = time.perf_counter() - start
                 parts.append(item.text)
                 yield Token(item.token_id, item.text, item.logprob, item.alternatives)
+                cut = guard.push(item.text) if guard is not None else None
+                if cut is not None:
+                    del parts[len(parts) - cut.n_pieces:]
+                    loops = 1
+                    yield Rollback(cut.n_pieces, cut.n_chars, cut.phrase, repeating=True)
+                    finish = Finish(FinishReason.REPEATING)
+                    break
         except GeneratorExit:
             stream.close()
             self._check_stopped()
@@ -382,8 +394,8 @@ class RemoteEngine:
                         "was complete (it stopped or crashed?). The partial reply is kept.",
                         text)
             return
-        yield Done(finish.reason, text, self._stats(finish, prompt_count, generated, ttft,
-                                                     elapsed))
+        stats = self._stats(finish, prompt_count, generated, ttft, elapsed)
+        yield Done(finish.reason, text, replace(stats, loops=loops) if loops else stats)
 
     def _stats(self, finish: Finish, prompt_count: int, generated: int, ttft: float,
                elapsed: float) -> Stats:
@@ -419,9 +431,10 @@ class RemoteEngine:
     # ------------------------------------------------------------ batches
 
     def generate_batch(self, request: BatchRequest) -> Iterator[Event]:
-        """Every item as its own request, as many at once as the server has slots. Glossary
-        terms (``BatchItem.required``) a reply lacks are appended to it as a last resort:
-        servers offer no way to force them while decoding."""
+        """Every item as its own request, as many at once as the server has slots. Required
+        texts (``BatchItem.required``) are refused: a server offers no way to force them
+        while decoding, and tacking them onto the end makes junk (the translation task
+        places glossary terms after decoding instead, ``engine.tasks.term_placement``)."""
         self._cancel.clear()
         try:
             self._need_model()
@@ -429,6 +442,10 @@ class RemoteEngine:
             if not request.items:
                 raise VersoError("A batched request needs at least one prompt.",
                                  ErrorKind.BAD_REQUEST)
+            if any(item.required for item in request.items):
+                raise UnsupportedError(
+                    f"Texts an output must contain cannot be enforced by {self.dialect.backend} "
+                    "(only Verso's own engine forces them while decoding).")
         except VersoError as exc:
             yield Error(exc.kind, exc.message)
             return
@@ -490,9 +507,10 @@ class RemoteEngine:
             prompt = Prompt(request.sampling, text=item.text, logprobs=request.logprobs,
                             min_tokens=request.min_tokens)
         parts: list[str] = []
-        logprobs: list[float] = []
+        logprobs: list[float | None] = []
         n_tokens = 0
         finish: Finish | None = None
+        guard = LoopCut() if request.sampling.loop_guard else None
         stream = self.dialect.generate(prompt, self._model, self._n_ctx)
         try:
             for piece in stream:
@@ -505,9 +523,15 @@ class RemoteEngine:
                 assert isinstance(piece, Piece)
                 n_tokens += 1
                 parts.append(piece.text)
-                if piece.logprob is not None and math.isfinite(piece.logprob):
-                    logprobs.append(piece.logprob)
+                logprobs.append(piece.logprob)
                 events.put(SeqToken(index, piece.token_id, piece.text, piece.logprob))
+                cut = guard.push(piece.text) if guard is not None else None
+                if cut is not None:
+                    del parts[len(parts) - cut.n_pieces:]
+                    del logprobs[len(logprobs) - cut.n_pieces:]
+                    events.put(SeqRollback(index, cut.n_pieces, cut.n_chars, cut.phrase))
+                    finish = Finish(FinishReason.REPEATING)
+                    break
         except Exception as exc:
             events.put(_Cancelled() if stop.is_set() or self._cancel.is_set() else exc)
             return
@@ -518,15 +542,10 @@ class RemoteEngine:
                                    "said it was complete (it stopped or crashed?).",
                                    ErrorKind.SERVER_UNREACHABLE))
             return
-        text = "".join(parts)
-        missing = [term for term in item.required if term not in text]
-        forced = 0
-        if missing:
-            addition = " ".join(missing)
-            text = f"{text.rstrip()} {addition}".strip()
-            forced = self.count_tokens(addition)
-        events.put(SeqDone(index, finish.reason, text, n_tokens + forced,
-                           sum(logprobs) / len(logprobs) if logprobs else None, forced))
+        kept = [lp for lp in logprobs if lp is not None and math.isfinite(lp)]
+        events.put(SeqDone(index, finish.reason, "".join(parts), n_tokens,
+                           sum(kept) / len(kept) if kept else None, 0,
+                           int(finish.reason is FinishReason.REPEATING)))
 
     # ------------------------------------------------------------ optional operations
 
