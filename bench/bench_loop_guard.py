@@ -15,7 +15,7 @@ from pathlib import Path
 
 from common import save, table
 
-from engine.runtime.loop_guard import Limits, LoopDetector
+from engine.loop_guard import Limits, LoopDetector
 
 OFF = 10**9
 STOP_AFTER = 3  # the runtime ends an output at its third loop

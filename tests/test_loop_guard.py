@@ -10,8 +10,8 @@ import pytest
 
 from engine.cli.common import add_sampling_flags, sampling_from
 from engine.events import FinishReason, finish_note
+from engine.loop_guard import Limits, LoopDetector, LoopPenalty
 from engine.options import GREEDY, SamplingParams
-from engine.runtime.loop_guard import Limits, LoopDetector, LoopPenalty
 from engine.text_lists import escape, unescape
 
 

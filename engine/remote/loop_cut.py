@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.runtime.loop_guard import LoopDetector
+from engine.loop_guard import LoopDetector
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ import numpy as np
 
 from engine.errors import BadRequestError, Cancelled, ContextOverflowError
 from engine.events import Done, Event, FinishReason, SeqDone, SeqRollback, SeqToken, Stats
+from engine.loop_guard import LoopDetector, LoopPenalty
 from engine.options import BatchRequest
 from engine.runtime.llama_plumbing import (
     AbortSwitch,
@@ -44,7 +45,6 @@ from engine.runtime.llama_plumbing import (
     shared_prefix,
     thread_counts,
 )
-from engine.runtime.loop_guard import LoopDetector, LoopPenalty
 from engine.runtime.runtime import _BANNED_LOGIT, LOOP_RETRIES, Runtime
 from engine.runtime.sampling import TokenSampler
 from engine.runtime.text_stream import TextStream

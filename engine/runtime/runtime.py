@@ -52,6 +52,7 @@ from engine.events import (
     TokenAlternative,
 )
 from engine.grammar_check import grammar_problems
+from engine.loop_guard import LoopDetector, LoopPenalty
 from engine.model_hash import model_sha256
 from engine.model_ref import ModelRef
 from engine.options import (
@@ -77,7 +78,6 @@ from engine.runtime.llama_plumbing import (
     thread_counts,
     token_piece,
 )
-from engine.runtime.loop_guard import LoopDetector, LoopPenalty
 from engine.runtime.phrase_guard import PhraseGuard, fold
 from engine.runtime.sampling import TokenSampler
 from engine.runtime.snapshots import (
