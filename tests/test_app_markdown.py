@@ -187,4 +187,52 @@ def test_one_long_streamed_line_is_laid_out_in_bounded_blocks(qtbot, line):
     assert document.toPlainText().replace("\u2029", "").replace("\n", "") == line
     body.finish()
     assert body.text() == line
-    assert body.segments()[0].document().toPlainText() == line.strip()
+    (segment,) = body.segments()
+    assert segment.frozen  # too large to render as Markdown: kept as it streamed
+    shown = segment.document().toPlainText().replace("\u2029", "").replace("\n", "")
+    assert shown == line
+
+
+def test_a_large_block_gets_its_own_plain_segment_and_markdown_goes_on_after_it(qtbot):
+    """A paragraph over LARGE_BLOCK_CHARS is never rendered (Qt lays it out as one unit: 855
+    ms for 200,000 characters); the blocks around it still are."""
+    big = "**not bold** " * (markdown_view.LARGE_BLOCK_CHARS // 13 + 100)
+    text = f"# Title\n\nSome *intro*.\n\n{big}\n\nAfter **bold**.\n"
+    for streamed in (True, False):
+        body = MarkdownBody()
+        qtbot.addWidget(body)
+        if streamed:
+            body.begin_stream()
+            for index in range(0, len(text), 50):
+                body.feed(text[index:index + 50])
+            body.finish()
+        else:
+            body.set_text(text)
+        first, large, after = body.segments()
+        assert isinstance(first, markdown_view.TextSegment) and not first.frozen
+        assert first.document().toPlainText() == "Title\nSome intro."
+        assert large.frozen and "**not bold**" in large.document().toPlainText()
+        assert large.document().toPlainText().replace("\n", "").strip() == big.strip()
+        assert after.document().toPlainText() == "After bold."
+        assert body.text() == text
+
+
+def test_a_very_long_code_block_stops_growing_and_scrolls_inside(qtbot):
+    """Past CODE_MAX_LINES a code block keeps its height and follows the new lines in its
+    own viewport (a 20,000-line block cost 20 ms per append when it grew without end)."""
+    lines = markdown_view.CODE_MAX_LINES + 500
+    body = MarkdownBody()
+    qtbot.addWidget(body)
+    body.begin_stream()
+    body.feed("```python\n")
+    for index in range(lines):
+        body.feed(f"print({index})\n")
+    (block,) = body.code_blocks()
+    assert block.capped
+    line = block.editor.fontMetrics().lineSpacing()
+    assert block.editor.height() < (markdown_view.CODE_MAX_LINES + 3) * line
+    bar = block.editor.verticalScrollBar()
+    assert bar.maximum() > 0 and bar.value() == bar.maximum()
+    body.feed("```\n")
+    body.finish()
+    assert block.code() == "\n".join(f"print({i})" for i in range(lines))

@@ -20,6 +20,7 @@ from PySide6.QtGui import (
     QTextCursor,
     QTextFrameFormat,
     QTextTable,
+    QWheelEvent,
 )
 from PySide6.QtWidgets import (
     QFrame,
@@ -41,6 +42,15 @@ SEGMENT_CHARS = 4000
 # whole block on every insert, so one unbroken streamed line would cost more per token as it
 # grows (4.8 ms per append at 32K characters, 22 ms at 131K, measured before the split).
 TAIL_BLOCK_CHARS = 1000
+# A Markdown block longer than this is kept as the plain text it streamed as, in a segment of
+# its own, instead of being rendered: Qt lays a paragraph out as one unit, and rendering one
+# of 200,000 characters stalled the window for 855 ms when the reply ended (a 60K-character
+# one for 120 ms). No prose paragraph is this long; a degenerate reply is still readable.
+LARGE_BLOCK_CHARS = 8000
+# A code block grows to show every line up to this many; a longer one scrolls inside itself.
+# QPlainTextEdit walks its blocks from the top on every paint and resize, so a block 20,000
+# lines tall cost 20 ms per streamed append; within its own viewport it stays constant.
+CODE_MAX_LINES = 1000
 _CONTINUATION = re.compile(r"^(\s|[-*+>|]|\d+[.)]\s)")
 
 
@@ -64,7 +74,31 @@ class TextSegment(SafeTextBrowser):
         self.setObjectName("markdownSegment")
         self.blocks: list[str] = []
         self.size_chars = 0
+        self.frozen = False  # holds one large block as plain text; never rendered again
         self._tail_start: int | None = None
+        self._tail: list[str] = []  # the text the tail shows, as appended
+        self.tail_chars = 0
+
+    def tail_text(self) -> str:
+        return "".join(self._tail)
+
+    def freeze(self, markdown: str) -> None:
+        """Keep the plain tail on screen as the final display of the block ``markdown``."""
+        if self._tail_start is None:
+            self.append_tail(markdown)
+        cursor = QTextCursor(self.document())
+        cursor.movePosition(QTextCursor.MoveOperation.End)
+        while cursor.block().text().strip() == "" and cursor.blockNumber() > 0:
+            cursor.movePosition(QTextCursor.MoveOperation.PreviousBlock,
+                                QTextCursor.MoveMode.KeepAnchor)
+            cursor.movePosition(QTextCursor.MoveOperation.EndOfBlock,
+                                QTextCursor.MoveMode.KeepAnchor)
+            cursor.removeSelectedText()
+        self._tail_start = None
+        self._tail = []
+        self.tail_chars = 0
+        self.add_block(markdown)
+        self.frozen = True
 
     def append_tail(self, text: str) -> None:
         cursor = QTextCursor(self.document())
@@ -73,6 +107,8 @@ class TextSegment(SafeTextBrowser):
             if not self.document().isEmpty():
                 cursor.insertBlock(QTextBlockFormat(), QTextCharFormat())
             self._tail_start = cursor.position()
+        self._tail.append(text)
+        self.tail_chars += len(text)
         while text:
             room = TAIL_BLOCK_CHARS - (cursor.position() - cursor.block().position())
             if len(text) <= room:
@@ -92,6 +128,8 @@ class TextSegment(SafeTextBrowser):
         cursor.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
         cursor.removeSelectedText()
         self._tail_start = None
+        self._tail = []
+        self.tail_chars = 0
 
     def add_block(self, markdown: str) -> None:
         self.blocks.append(markdown)
@@ -99,6 +137,8 @@ class TextSegment(SafeTextBrowser):
 
     def render(self) -> None:  # type: ignore[override]  # shadows QWidget.render; a test patches it
         self._tail_start = None
+        self._tail = []
+        self.tail_chars = 0
         document = self.document()
         document.setMarkdown("\n\n".join(self.blocks), MARKDOWN_FEATURES)
         for frame in document.rootFrame().childFrames():
@@ -137,6 +177,7 @@ class CodeBlock(QFrame):
         super().__init__(parent)
         self.setObjectName("codeBlock")
         self.language = language
+        self._appending = False
         header = QHBoxLayout()
         header.setContentsMargins(8, 2, 2, 0)
         label = QLabel(language or "code")
@@ -159,8 +200,7 @@ class CodeBlock(QFrame):
         self.editor.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self.editor.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.editor.blockCountChanged.connect(self._fit_height)
-        self.editor.wheelEvent = (  # type: ignore[method-assign]  # per-instance override
-            lambda event: event.ignore())
+        self.editor.wheelEvent = self._wheel  # type: ignore[method-assign]  # per instance
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 4)
         layout.setSpacing(0)
@@ -171,7 +211,29 @@ class CodeBlock(QFrame):
     def append(self, text: str) -> None:
         cursor = QTextCursor(self.editor.document())
         cursor.movePosition(QTextCursor.MoveOperation.End)
-        cursor.insertText(text)
+        bar = self.editor.verticalScrollBar()
+        # A block that reaches the cap shows its newest lines, and keeps following them
+        # unless the reader has scrolled up inside it.
+        follow = not self.capped or bar.value() >= bar.maximum() - 1
+        self._appending = True  # one fit per append, not one per new line
+        try:
+            cursor.insertText(text)
+        finally:
+            self._appending = False
+        self._fit_height()
+        if follow and self.capped:
+            bar.setValue(bar.maximum())
+
+    @property
+    def capped(self) -> bool:
+        return self.editor.document().blockCount() > CODE_MAX_LINES
+
+    def _wheel(self, event: QWheelEvent) -> None:
+        """Scroll inside a capped block; otherwise the conversation scrolls."""
+        if self.capped:
+            QPlainTextEdit.wheelEvent(self.editor, event)
+        else:
+            event.ignore()
 
     def close_fence(self) -> None:
         """Remove the closing fence line (and the newline before it) from the display."""
@@ -194,12 +256,21 @@ class CodeBlock(QFrame):
         self.copied.emit(self.code())
 
     def _fit_height(self, *_: object) -> None:
-        lines = max(self.editor.document().blockCount(), 1)
+        if self._appending:
+            return
+        capped = self.capped
+        policy = (Qt.ScrollBarPolicy.ScrollBarAsNeeded if capped
+                  else Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        if self.editor.verticalScrollBarPolicy() != policy:
+            self.editor.setVerticalScrollBarPolicy(policy)
+        lines = min(max(self.editor.document().blockCount(), 1), CODE_MAX_LINES)
         metrics = self.editor.fontMetrics()
         bar = self.editor.horizontalScrollBar()
         scroll = bar.sizeHint().height() if bar.maximum() > 0 else 0
         margins = 2 * self.editor.document().documentMargin() + 2 * self.editor.frameWidth()
-        self.editor.setFixedHeight(math.ceil(lines * metrics.lineSpacing() + margins + scroll))
+        height = math.ceil(lines * metrics.lineSpacing() + margins + scroll)
+        if height != self.editor.height():
+            self.editor.setFixedHeight(height)
 
 
 class MarkdownBody(QWidget):
@@ -304,7 +375,7 @@ class MarkdownBody(QWidget):
                 if self._code is not None:
                     self._code.append(op.text)
                 else:
-                    self._text_segment().append_tail(op.text)
+                    self._append_tail(op.text)
             elif isinstance(op, CommitBlock):
                 self._commit(op.markdown)
             elif isinstance(op, OpenCode):
@@ -322,12 +393,33 @@ class MarkdownBody(QWidget):
             self._layout.addWidget(self._segment)
         return self._segment
 
+    def _append_tail(self, text: str) -> None:
+        segment = self._text_segment()
+        if segment.blocks and segment.tail_chars + len(text) > LARGE_BLOCK_CHARS:
+            # The block being written will be too large to render: give it a segment of its
+            # own now (moving at most LARGE_BLOCK_CHARS), so that it can stay as it streamed.
+            text = segment.tail_text() + text
+            segment.clear_tail()
+            self._segment = None
+            segment = self._text_segment()
+        segment.append_tail(text)
+
     def _commit(self, markdown: str) -> None:
         if not markdown:
             if self._segment is not None:
                 self._segment.clear_tail()
             return
         segment = self._text_segment()
+        if len(markdown) > LARGE_BLOCK_CHARS:
+            if segment.blocks:
+                segment.clear_tail()
+                self._segment = None
+                segment = self._text_segment()
+            segment.freeze(markdown)
+            if segment in self._dirty:
+                self._dirty.remove(segment)
+            self._segment = None
+            return
         segment.clear_tail()
         if segment.size_chars > SEGMENT_CHARS and not _CONTINUATION.match(markdown):
             self._segment = None

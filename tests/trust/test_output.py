@@ -2,7 +2,13 @@
 ``file:`` and ``http:`` links, huge lines, control characters, right-to-left overrides,
 deep nesting. Streamed into the reply view the way a reply arrives, none of it makes a
 network request (a loopback server records every request) or reads a file (a bait file's
-access time is watched), and no append stalls the event loop for 50 ms or more."""
+access time is watched), and no append stalls the event loop for 50 ms or more.
+
+The reply streams into a real chat thread (``MessageView`` holding a ``MessageBubble``), the
+way the chat panel shows it: a reply taller than the window scrolls inside the view. (A bare
+``MarkdownBody`` as a top-level window would instead grow the window itself to the reply's
+height, and Qt repaints a 40,000-pixel window on every resize: a cost of the harness, not of
+the app.)"""
 
 from __future__ import annotations
 
@@ -17,6 +23,8 @@ import pytest
 from PySide6.QtWidgets import QApplication
 
 from app.widgets.markdown_view import MarkdownBody
+from app.widgets.message_view import MessageView
+from engine.store.models import Message
 
 FAMILY = "Hostile output"
 STALL_MS = 50.0  # the target, enforced by `make trust` (tests/trust/run.py sets VERSO_TRUST_STRICT)
@@ -111,6 +119,12 @@ def payloads(url: str, secret: Path) -> dict[str, str]:
     }
 
 
+def _reply(content: str, status: str) -> Message:
+    return Message(id="reply", conversation_id="c", parent_id=None, role="assistant",
+                   content=content, status=status, error=None,  # type: ignore[arg-type]
+                   stats=None, model="test", created_at=0.0, updated_at=0.0)
+
+
 NAMES = list(payloads("http://x", Path("/x")))
 FAST = {"markdown images", "html img", "script and style", "links", "control characters",
         "right-to-left overrides"}
@@ -123,25 +137,29 @@ def test_hostile_output_fetches_nothing_reads_nothing_and_never_stalls(
     _Recorder.hits.clear()
     atime = os.stat(bait).st_atime
     text = payloads(server, bait)[name]
-    body = MarkdownBody()
-    qtbot.addWidget(body)
-    body.resize(700, 500)
-    body.show()
+    view = MessageView()
+    qtbot.addWidget(view)
+    view.resize(900, 700)
+    view.show()
+    bubble = view.append(_reply("", "streaming"))
+    body = bubble.body
+    assert isinstance(body, MarkdownBody)
     app = QApplication.instance()
     assert app is not None
+    app.processEvents()
     worst = 0.0
-    body.begin_stream()
+    bubble.start_stream()
     chunk = max(CHUNK, len(text) // MAX_UPDATES)
     for at in range(0, len(text), chunk):
         start = time.perf_counter()
-        body.feed(text[at:at + chunk])
+        bubble.append(text[at:at + chunk])
         app.processEvents()
         worst = max(worst, (time.perf_counter() - start) * 1000)
     start = time.perf_counter()
-    body.finish()
+    bubble.finish_stream(_reply(text, "complete"))
     app.processEvents()
-    body.grab()  # paints every segment, the way a visible reply is drawn
     finish_ms = (time.perf_counter() - start) * 1000
+    view.grab()  # paints what is on screen, the way a visible reply is drawn
     time.sleep(0.3)  # give any request the view might have started time to arrive
     app.processEvents()
     record_property("worst_append_ms", round(worst, 1))
@@ -150,4 +168,5 @@ def test_hostile_output_fetches_nothing_reads_nothing_and_never_stalls(
     assert os.stat(bait).st_atime == atime, "the secret file was read"
     limit = STALL_MS if os.environ.get("VERSO_TRUST_STRICT") else LOOSE_STALL_MS
     assert worst < limit, f"an append took {worst:.1f} ms"
+    assert finish_ms < limit, f"rendering the finished reply took {finish_ms:.1f} ms"
     assert body.text() == text
