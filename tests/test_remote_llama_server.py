@@ -26,6 +26,7 @@ from engine.events import (
     Error,
     ErrorKind,
     FinishReason,
+    Rollback,
     SeqDone,
     SeqToken,
     Token,
@@ -117,6 +118,22 @@ def test_chat_prompt_and_counts_are_the_local_engines(engine: RemoteEngine, loca
     text = _license("httpx").read_text()
     assert engine.count_tokens(text) == local.count_tokens(text)
     assert engine.count_chat_tokens(messages) == local.count_chat_tokens(messages)
+
+
+def test_a_loop_from_llama_server_ends_the_output_without_the_repeat(engine: RemoteEngine):
+    """Greedy SmolLM2 on llama-server repeats this sentence without end (as in
+    tests/test_loop_guard_model.py); the guard on Verso's side takes the copy back, closes the
+    stream and ends the output as repeating."""
+    cats = "The cat sat on the mat. " * 6
+    request = CompletionRequest(cats, replace(GREEDY, max_tokens=120))
+    off = list(engine.complete(replace(request, sampling=replace(request.sampling,
+                                                                   loop_guard=False))))[-1]
+    assert isinstance(off, Done) and off.text.count("The cat sat on the mat.") > 3, off.text
+    events = list(engine.complete(request))
+    done = events[-1]
+    assert isinstance(done, Done) and done.finish_reason is FinishReason.REPEATING, done
+    assert done.text.count("The cat sat on the mat.") <= 1 and done.stats.loops == 1
+    assert [e for e in events if isinstance(e, Rollback) and e.repeating]
 
 
 def test_chat_streams_tokens_with_probabilities(engine: RemoteEngine):
