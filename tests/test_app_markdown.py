@@ -52,8 +52,9 @@ def test_streamed_body_matches_one_shot_rendering(qtbot):
     whole.set_text(SAMPLE)
     assert _describe(streamed) == _describe(whole)
     parts = _describe(whole)
-    assert [kind for kind, _ in parts] == ["text", "code", "text"]
-    assert parts[1][1] == "items = [1, 2]\nitems.append(3)"
+    assert [kind for kind, _ in parts] == ["text", "text", "code", "text"]  # the table alone
+    assert " ".join(parts[1][1].split()) == "method does append adds one pop removes one"
+    assert parts[2][1] == "items = [1, 2]\nitems.append(3)"
     assert "Lists in Python" in parts[0][1] and "**" not in parts[0][1]
     assert whole.text() == SAMPLE
 
@@ -217,22 +218,66 @@ def test_a_large_block_gets_its_own_plain_segment_and_markdown_goes_on_after_it(
         assert body.text() == text
 
 
-def test_a_very_long_code_block_stops_growing_and_scrolls_inside(qtbot):
-    """Past CODE_MAX_LINES a code block keeps its height and follows the new lines in its
-    own viewport (a 20,000-line block cost 20 ms per append when it grew without end)."""
+def test_a_very_long_code_block_becomes_a_box_that_scrolls_inside(qtbot):
+    """Past CODE_MAX_LINES a code block shrinks to a box of CODE_BOX_LINES that follows the
+    new lines (a 20,000-line block cost 20 ms per append when it grew without end); a stored
+    reply opens it at its first line."""
     lines = markdown_view.CODE_MAX_LINES + 500
+    text = "```python\n" + "".join(f"print({i})\n" for i in range(lines)) + "```\n"
     body = MarkdownBody()
     qtbot.addWidget(body)
+    body.resize(700, 500)
+    body.show()
     body.begin_stream()
-    body.feed("```python\n")
-    for index in range(lines):
-        body.feed(f"print({index})\n")
+    for index in range(0, len(text), 40):
+        body.feed(text[index:index + 40])
     (block,) = body.code_blocks()
     assert block.capped
     line = block.editor.fontMetrics().lineSpacing()
-    assert block.editor.height() < (markdown_view.CODE_MAX_LINES + 3) * line
+    assert block.editor.height() < (markdown_view.CODE_BOX_LINES + 3) * line
     bar = block.editor.verticalScrollBar()
     assert bar.maximum() > 0 and bar.value() == bar.maximum()
-    body.feed("```\n")
     body.finish()
     assert block.code() == "\n".join(f"print({i})" for i in range(lines))
+    body.set_text(text)
+    (stored,) = body.code_blocks()
+    assert stored.capped and stored.editor.verticalScrollBar().value() == 0
+
+
+def test_a_large_block_followed_by_a_fence_keeps_no_fence_line(qtbot):
+    """The fence line streams into the tail before the block is committed; a block kept as
+    plain text must not keep it."""
+    big = "x" * (markdown_view.LARGE_BLOCK_CHARS + 1)
+    for text in (f"{big}\n```py\ncode\n```\n", f"{big}\n\n\nafter\n"):
+        for chunk in (7, 1000, len(text)):
+            body = MarkdownBody()
+            qtbot.addWidget(body)
+            body.begin_stream()
+            for index in range(0, len(text), chunk):
+                body.feed(text[index:index + chunk])
+            body.finish()
+            large = body.segments()[0]
+            assert isinstance(large, TextSegment) and large.frozen
+            assert large.document().toPlainText().replace("\n", "") == big, (text[-20:], chunk)
+
+
+def test_tables_render_alone_and_huge_ones_stay_plain(qtbot):
+    """Qt lays a table out cell by cell (0.12 ms a cell here): a table is rendered in a
+    segment of its own, and one over TABLE_MAX_CELLS stays as the text it streamed as."""
+    small = "|a|b|\n|-|-|\n" + "|x|y|\n" * 10
+    rows = markdown_view.TABLE_MAX_CELLS // 2 + 1
+    huge = "|a|b|\n|-|-|\n" + "|x|y|\n" * rows
+    assert markdown_view.table_cells(small.strip()) == 22
+    assert markdown_view.table_cells("a | b\n--|--\n1 | 2") == 4
+    assert markdown_view.table_cells("Title\n---\ntext") == 0
+    body = MarkdownBody()
+    qtbot.addWidget(body)
+    body.set_text(f"Intro.\n\n{small}\nMiddle.\n\n{huge}\nEnd.\n")
+    intro, table, middle, plain, end = body.segments()
+    assert intro.document().toPlainText() == "Intro."
+    assert isinstance(table, TextSegment) and not table.frozen and len(table.blocks) == 1
+    assert [f for f in table.document().rootFrame().childFrames()]  # a real QTextTable
+    assert middle.document().toPlainText() == "Middle."
+    assert isinstance(plain, TextSegment) and plain.frozen
+    assert plain.document().toPlainText().startswith("|a|b|\n|-|-|\n|x|y|")
+    assert end.document().toPlainText() == "End."

@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.display_text import for_display
+from app.display_text import CombiningLimiter, for_display
 from app.markdown_stream import Append, BlockSplitter, CloseCode, CommitBlock, OpenCode
 from app.widgets.safe_text import MARKDOWN_FEATURES, SafeTextBrowser
 
@@ -42,16 +42,31 @@ SEGMENT_CHARS = 4000
 # whole block on every insert, so one unbroken streamed line would cost more per token as it
 # grows (4.8 ms per append at 32K characters, 22 ms at 131K, measured before the split).
 TAIL_BLOCK_CHARS = 1000
-# A Markdown block longer than this is kept as the plain text it streamed as, in a segment of
-# its own, instead of being rendered: Qt lays a paragraph out as one unit, and rendering one
-# of 200,000 characters stalled the window for 855 ms when the reply ended (a 60K-character
-# one for 120 ms). No prose paragraph is this long; a degenerate reply is still readable.
+# A Markdown block longer than this, or a table of more cells, is kept as the plain text it
+# streamed as, in a segment of its own, instead of being rendered: Qt lays a paragraph out as
+# one unit (rendering one of 200,000 characters stalled the window for 855 ms, a 60K one for
+# 120 ms; 8,000 characters take 8 ms) and a table cell by cell (0.12 ms a cell: 300 cells 37-43
+# ms). No prose paragraph is this long; a degenerate reply is still readable.
 LARGE_BLOCK_CHARS = 8000
-# A code block grows to show every line up to this many; a longer one scrolls inside itself.
-# QPlainTextEdit walks its blocks from the top on every paint and resize, so a block 20,000
-# lines tall cost 20 ms per streamed append; within its own viewport it stays constant.
+TABLE_MAX_CELLS = 250
+# A code block grows to show every line up to CODE_MAX_LINES; a longer one becomes a box of
+# CODE_BOX_LINES that scrolls inside itself. QPlainTextEdit walks its lines from the top on
+# every paint and resize, so a block 20,000 lines tall cost 20 ms per streamed append; and a
+# box smaller than the window leaves room to scroll the conversation past it.
 CODE_MAX_LINES = 1000
+CODE_BOX_LINES = 30
 _CONTINUATION = re.compile(r"^(\s|[-*+>|]|\d+[.)]\s)")
+_DELIMITER_ROW = re.compile(r"^[ \t]*\|?[ \t]*:?-+:?[ \t]*(\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$")
+
+
+def table_cells(markdown: str) -> int:
+    """How many cells the GitHub table in this block has (0 when it holds none)."""
+    lines = markdown.split("\n")
+    for index, line in enumerate(lines[1:], start=1):
+        if "|" in line and "-" in line and _DELIMITER_ROW.match(line):
+            columns = line.strip().strip("|").count("|") + 1
+            return columns * (len(lines) - index)  # the header and the body rows
+    return 0
 
 
 _TAIL_CONTINUATION = QTextBlockFormat()
@@ -61,9 +76,25 @@ _TAIL_CONTINUATION.setBottomMargin(0)
 
 def _tail_cut(text: str, room: int) -> int:
     """Where to end the current tail block: after the last space that fits, else at ``room``
-    (a line without spaces is cut anywhere; the finished reply is rendered without cuts)."""
+    (a line without spaces is cut anywhere). A finished block is rendered without the cuts,
+    except one too large to render, which keeps them."""
     space = text.rfind(" ", 0, room)
     return space + 1 if space >= room // 2 else room
+
+
+def _insert_cut(cursor: QTextCursor, text: str) -> None:
+    """Insert ``text`` at ``cursor``, starting a new block whenever one reaches
+    TAIL_BLOCK_CHARS."""
+    while text:
+        room = TAIL_BLOCK_CHARS - (cursor.position() - cursor.block().position())
+        if len(text) <= room:
+            cursor.insertText(text, QTextCharFormat())
+            return
+        cut = _tail_cut(text, max(room, 0))
+        if cut:
+            cursor.insertText(text[:cut], QTextCharFormat())
+        cursor.insertBlock(_TAIL_CONTINUATION, QTextCharFormat())
+        text = text[cut:]
 
 
 class TextSegment(SafeTextBrowser):
@@ -78,6 +109,7 @@ class TextSegment(SafeTextBrowser):
         self._tail_start: int | None = None
         self._tail: list[str] = []  # the text the tail shows, as appended
         self.tail_chars = 0
+        self._line_starts: list[int] = []  # where each line after the tail's first begins
 
     def tail_text(self) -> str:
         return "".join(self._tail)
@@ -87,6 +119,13 @@ class TextSegment(SafeTextBrowser):
         if self._tail_start is None:
             self.append_tail(markdown)
         cursor = QTextCursor(self.document())
+        lines = markdown.count("\n") + 1
+        if len(self._line_starts) >= lines:
+            # The tail also shows what followed the block (a blank line, a code fence's
+            # opening line): drop it from the line break that ends the block's last line.
+            cursor.setPosition(self._line_starts[lines - 1] - 1)
+            cursor.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
+            cursor.removeSelectedText()
         cursor.movePosition(QTextCursor.MoveOperation.End)
         while cursor.block().text().strip() == "" and cursor.blockNumber() > 0:
             cursor.movePosition(QTextCursor.MoveOperation.PreviousBlock,
@@ -97,6 +136,7 @@ class TextSegment(SafeTextBrowser):
         self._tail_start = None
         self._tail = []
         self.tail_chars = 0
+        self._line_starts = []
         self.add_block(markdown)
         self.frozen = True
 
@@ -109,16 +149,14 @@ class TextSegment(SafeTextBrowser):
             self._tail_start = cursor.position()
         self._tail.append(text)
         self.tail_chars += len(text)
-        while text:
-            room = TAIL_BLOCK_CHARS - (cursor.position() - cursor.block().position())
-            if len(text) <= room:
-                cursor.insertText(text, QTextCharFormat())
-                return
-            cut = _tail_cut(text, max(room, 0))
-            if cut:
-                cursor.insertText(text[:cut], QTextCharFormat())
-            cursor.insertBlock(_TAIL_CONTINUATION, QTextCharFormat())
-            text = text[cut:]
+        start = 0
+        while start < len(text):
+            end = text.find("\n", start)
+            line = text[start:] if end < 0 else text[start:end + 1]
+            start += len(line)
+            _insert_cut(cursor, line)
+            if end >= 0:
+                self._line_starts.append(cursor.position())
 
     def clear_tail(self) -> None:
         if self._tail_start is None:
@@ -130,6 +168,7 @@ class TextSegment(SafeTextBrowser):
         self._tail_start = None
         self._tail = []
         self.tail_chars = 0
+        self._line_starts = []
 
     def add_block(self, markdown: str) -> None:
         self.blocks.append(markdown)
@@ -139,11 +178,18 @@ class TextSegment(SafeTextBrowser):
         self._tail_start = None
         self._tail = []
         self.tail_chars = 0
+        self._line_starts = []
         document = self.document()
         document.setMarkdown("\n\n".join(self.blocks), MARKDOWN_FEATURES)
-        for frame in document.rootFrame().childFrames():
-            if isinstance(frame, QTextTable):
-                _style_table(frame, self.palette().mid())
+        tables = [f for f in document.rootFrame().childFrames() if isinstance(f, QTextTable)]
+        if tables:
+            # One edit block, so the document is laid out once and not after every cell's
+            # format (a 170-row table took 4.1 s to style cell by cell, 34 ms this way).
+            cursor = QTextCursor(document)
+            cursor.beginEditBlock()
+            for table in tables:
+                _style_table(table, self.palette().mid())
+            cursor.endEditBlock()
 
     def markdown(self) -> str:
         return "\n\n".join(self.blocks)
@@ -228,9 +274,12 @@ class CodeBlock(QFrame):
     def capped(self) -> bool:
         return self.editor.document().blockCount() > CODE_MAX_LINES
 
+    def scroll_to_top(self) -> None:
+        self.editor.verticalScrollBar().setValue(0)
+
     def _wheel(self, event: QWheelEvent) -> None:
-        """Scroll inside a capped block; otherwise the conversation scrolls."""
-        if self.capped:
+        """Scroll inside a capped block (no zoom); otherwise the conversation scrolls."""
+        if self.capped and not event.modifiers() & Qt.KeyboardModifier.ControlModifier:
             QPlainTextEdit.wheelEvent(self.editor, event)
         else:
             event.ignore()
@@ -263,7 +312,7 @@ class CodeBlock(QFrame):
                   else Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         if self.editor.verticalScrollBarPolicy() != policy:
             self.editor.setVerticalScrollBarPolicy(policy)
-        lines = min(max(self.editor.document().blockCount(), 1), CODE_MAX_LINES)
+        lines = CODE_BOX_LINES if capped else max(self.editor.document().blockCount(), 1)
         metrics = self.editor.fontMetrics()
         bar = self.editor.horizontalScrollBar()
         scroll = bar.sizeHint().height() if bar.maximum() > 0 else 0
@@ -284,6 +333,7 @@ class MarkdownBody(QWidget):
         self._layout.setSpacing(4)
         self._parts: list[str] = []
         self._splitter = BlockSplitter()
+        self._marks = CombiningLimiter()
         self._segment: TextSegment | None = None
         self._code: CodeBlock | None = None
         self._defer = False
@@ -321,6 +371,7 @@ class MarkdownBody(QWidget):
                 widget.deleteLater()
         self._parts = []
         self._splitter = BlockSplitter()
+        self._marks = CombiningLimiter()
         self._segment = self._code = None
 
     def _deferred(self, text: str, finish: bool) -> None:
@@ -337,6 +388,9 @@ class MarkdownBody(QWidget):
             if not finish and segment is self._segment:
                 self._restore_tail()
         self._dirty.clear()
+        if finish:
+            for block in self.code_blocks():
+                block.scroll_to_top()  # a stored reply opens at its beginning
 
     def _restore_tail(self) -> None:
         """After a deferred render the live segment lost its plain tail: put it back."""
@@ -349,7 +403,7 @@ class MarkdownBody(QWidget):
         if not text:
             return
         self._parts.append(text)
-        self._apply(self._splitter.feed(for_display(text)))
+        self._apply(self._splitter.feed(self._marks.feed(for_display(text))))
 
     def finish(self) -> None:
         self._apply(self._splitter.finish())
@@ -410,7 +464,8 @@ class MarkdownBody(QWidget):
                 self._segment.clear_tail()
             return
         segment = self._text_segment()
-        if len(markdown) > LARGE_BLOCK_CHARS:
+        cells = table_cells(markdown)
+        if len(markdown) > LARGE_BLOCK_CHARS or cells > TABLE_MAX_CELLS:
             if segment.blocks:
                 segment.clear_tail()
                 self._segment = None
@@ -421,10 +476,13 @@ class MarkdownBody(QWidget):
             self._segment = None
             return
         segment.clear_tail()
-        if segment.size_chars > SEGMENT_CHARS and not _CONTINUATION.match(markdown):
+        if (cells and segment.blocks) or (segment.size_chars > SEGMENT_CHARS
+                                          and not _CONTINUATION.match(markdown)):
             self._segment = None
             segment = self._text_segment()
         segment.add_block(markdown)
+        if cells:
+            self._segment = None  # a table is rendered alone: later blocks never re-lay it out
         if self._defer:
             if segment not in self._dirty:
                 self._dirty.append(segment)
