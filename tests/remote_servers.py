@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -286,3 +286,22 @@ class FakeServer:
 
 def collect(events: Iterator[Any]) -> list[Any]:
     return list(events)
+
+
+def check_a_loop_is_cut(engine: Any) -> None:
+    """Greedy SmolLM2 continues "The cat sat on the mat." with the same sentence again and
+    again (as in tests/test_loop_guard_model.py): with the guard off the server's text loops;
+    with it on, Verso's side takes the copy back, closes the stream and ends it as repeating."""
+    from engine.events import Done, FinishReason, Rollback
+    from engine.options import GREEDY, CompletionRequest
+
+    cats = "The cat sat on the mat. " * 6
+    request = CompletionRequest(cats, replace(GREEDY, max_tokens=120))
+    off = list(engine.complete(replace(request, sampling=replace(request.sampling,
+                                                                   loop_guard=False))))[-1]
+    assert isinstance(off, Done) and off.text.count("The cat sat on the mat.") > 3, off.text
+    events = list(engine.complete(request))
+    done = events[-1]
+    assert isinstance(done, Done) and done.finish_reason is FinishReason.REPEATING, done
+    assert done.text.count("The cat sat on the mat.") <= 1 and done.stats.loops == 1
+    assert [e for e in events if isinstance(e, Rollback) and e.repeating]

@@ -26,7 +26,6 @@ from engine.events import (
     Error,
     ErrorKind,
     FinishReason,
-    Rollback,
     SeqDone,
     SeqToken,
     Token,
@@ -49,7 +48,7 @@ from engine.tasks.classify import classify
 from engine.tasks.summarize import SummarizeSettings, summarize
 from engine.tasks.translate import TranslateSettings, translate
 from tests.conftest import SERVER_KEY
-from tests.remote_servers import Fault, FaultProxy, start_llama_server
+from tests.remote_servers import Fault, FaultProxy, check_a_loop_is_cut, start_llama_server
 
 GREEDY_40 = replace(GREEDY, max_tokens=40)
 
@@ -121,19 +120,7 @@ def test_chat_prompt_and_counts_are_the_local_engines(engine: RemoteEngine, loca
 
 
 def test_a_loop_from_llama_server_ends_the_output_without_the_repeat(engine: RemoteEngine):
-    """Greedy SmolLM2 on llama-server repeats this sentence without end (as in
-    tests/test_loop_guard_model.py); the guard on Verso's side takes the copy back, closes the
-    stream and ends the output as repeating."""
-    cats = "The cat sat on the mat. " * 6
-    request = CompletionRequest(cats, replace(GREEDY, max_tokens=120))
-    off = list(engine.complete(replace(request, sampling=replace(request.sampling,
-                                                                   loop_guard=False))))[-1]
-    assert isinstance(off, Done) and off.text.count("The cat sat on the mat.") > 3, off.text
-    events = list(engine.complete(request))
-    done = events[-1]
-    assert isinstance(done, Done) and done.finish_reason is FinishReason.REPEATING, done
-    assert done.text.count("The cat sat on the mat.") <= 1 and done.stats.loops == 1
-    assert [e for e in events if isinstance(e, Rollback) and e.repeating]
+    check_a_loop_is_cut(engine)  # greedy SmolLM2 on llama-server loops; Verso cuts it
 
 
 def test_chat_streams_tokens_with_probabilities(engine: RemoteEngine):

@@ -13,14 +13,14 @@ import pytest
 from engine.api import Feature
 from engine.documents import load_document
 from engine.errors import UnsupportedError
-from engine.events import Done, Error, ErrorKind, FinishReason, Rollback, Token
+from engine.events import Done, Error, ErrorKind, FinishReason, Token
 from engine.model_ref import ModelRef
 from engine.options import GREEDY, ChatMessage, ChatRequest, CompletionRequest, LoadSettings
 from engine.remote import Endpoint, RemoteEngine, ServerKind
 from engine.tasks.classify import classify
 from engine.tasks.summarize import SummarizeSettings, summarize
 from engine.token_estimate import estimate_tokens
-from tests.remote_servers import start_llama_cpp_python_server
+from tests.remote_servers import check_a_loop_is_cut, start_llama_cpp_python_server
 
 GREEDY_32 = replace(GREEDY, max_tokens=32)
 
@@ -90,15 +90,4 @@ def test_summary_sends_messages_and_counts_with_the_estimator(engine: RemoteEngi
 
 
 def test_a_loop_from_the_server_ends_the_output_without_the_repeat(engine: RemoteEngine):
-    """Greedy SmolLM2 continues this with the same sentence again and again (as in
-    tests/test_loop_guard_model.py); the guard on this side takes the copy back and ends it."""
-    cats = "The cat sat on the mat. " * 6
-    request = CompletionRequest(cats, replace(GREEDY, max_tokens=120))
-    off = list(engine.complete(replace(request, sampling=replace(request.sampling,
-                                                                   loop_guard=False))))[-1]
-    assert isinstance(off, Done) and off.text.count("The cat sat on the mat.") > 3, off.text
-    events = list(engine.complete(request))
-    done = events[-1]
-    assert isinstance(done, Done) and done.finish_reason is FinishReason.REPEATING, done
-    assert done.text.count("The cat sat on the mat.") <= 1 and done.stats.loops == 1
-    assert [e for e in events if isinstance(e, Rollback) and e.repeating]
+    check_a_loop_is_cut(engine)  # greedy SmolLM2 on llama_cpp.server loops; Verso cuts it
