@@ -10,6 +10,7 @@ shown verbatim in a code block.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})\s*([^`\s]*)[^`]*$")
@@ -62,13 +63,9 @@ class BlockSplitter:
 
     def feed(self, text: str) -> list[Op]:
         ops: list[Op] = []
-        start = 0
-        while start < len(text):
-            end = text.find("\n", start)
-            piece = text[start:] if end < 0 else text[start:end + 1]
-            start += len(piece)
+        for piece in line_pieces(text):
             _append(ops, piece)
-            if end < 0:
+            if not piece.endswith("\n"):
                 self._line.append(piece)
                 break
             line = "".join(self._line) + piece[:-1]
@@ -117,6 +114,16 @@ class BlockSplitter:
             self._block = []
         else:
             ops.append(CommitBlock(""))
+
+
+def line_pieces(text: str) -> Iterator[str]:
+    """``text`` cut after each newline (the last piece ends without one if ``text`` does)."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start)
+        piece = text[start:] if end < 0 else text[start:end + 1]
+        start += len(piece)
+        yield piece
 
 
 def _append(ops: list[Op], text: str) -> None:

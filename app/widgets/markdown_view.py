@@ -34,7 +34,14 @@ from PySide6.QtWidgets import (
 )
 
 from app.display_text import CombiningLimiter, for_display
-from app.markdown_stream import Append, BlockSplitter, CloseCode, CommitBlock, OpenCode
+from app.markdown_stream import (
+    Append,
+    BlockSplitter,
+    CloseCode,
+    CommitBlock,
+    OpenCode,
+    line_pieces,
+)
 from app.widgets.safe_text import MARKDOWN_FEATURES, SafeTextBrowser
 
 SEGMENT_CHARS = 4000
@@ -149,13 +156,9 @@ class TextSegment(SafeTextBrowser):
             self._tail_start = cursor.position()
         self._tail.append(text)
         self.tail_chars += len(text)
-        start = 0
-        while start < len(text):
-            end = text.find("\n", start)
-            line = text[start:] if end < 0 else text[start:end + 1]
-            start += len(line)
+        for line in line_pieces(text):
             _insert_cut(cursor, line)
-            if end >= 0:
+            if line.endswith("\n"):
                 self._line_starts.append(cursor.position())
 
     def clear_tail(self) -> None:
