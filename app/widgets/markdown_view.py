@@ -52,10 +52,10 @@ TAIL_BLOCK_CHARS = 1000
 # A Markdown block longer than this, or a table of more cells, is kept as the plain text it
 # streamed as, in a segment of its own, instead of being rendered: Qt lays a paragraph out as
 # one unit (rendering one of 200,000 characters stalled the window for 855 ms, a 60K one for
-# 120 ms; 8,000 characters take 8 ms) and a table cell by cell (0.12 ms a cell: 300 cells 37-43
-# ms). No prose paragraph is this long; a degenerate reply is still readable.
+# 120 ms; 8,000 characters take 8 ms) and a table cell by cell (0.12-0.17 ms a cell here:
+# 250 cells 34-42 ms). No prose paragraph is this long; a degenerate reply is still readable.
 LARGE_BLOCK_CHARS = 8000
-TABLE_MAX_CELLS = 250
+TABLE_MAX_CELLS = 200
 # A code block grows to show every line up to CODE_MAX_LINES; a longer one becomes a box of
 # CODE_BOX_LINES that scrolls inside itself. QPlainTextEdit walks its lines from the top on
 # every paint and resize, so a block 20,000 lines tall cost 20 ms per streamed append; and a
@@ -187,7 +187,7 @@ class TextSegment(SafeTextBrowser):
         tables = [f for f in document.rootFrame().childFrames() if isinstance(f, QTextTable)]
         if tables:
             # One edit block, so the document is laid out once and not after every cell's
-            # format (a 170-row table took 4.1 s to style cell by cell, 34 ms this way).
+            # format (a 170-row table took 4.1 s to style cell by cell, 44 ms this way).
             cursor = QTextCursor(document)
             cursor.beginEditBlock()
             for table in tables:

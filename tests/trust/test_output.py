@@ -99,11 +99,14 @@ def payloads(url: str, secret: Path) -> dict[str, str]:
         "data uri image": "![d](data:image/png;base64," + "iVBORw0KGgo" * 18_000 + ")\n",
         # Under LARGE_BLOCK_CHARS and TABLE_MAX_CELLS, so rendered as Markdown, not kept plain:
         "data uri image, 5 KB": "![d](data:image/png;base64," + "iVBORw0KGgo" * 450 + ")\n",
-        "table of images, 240 cells": "|" + "|".join(f"c{i}" for i in range(4)) + "|\n|"
+        "table of images, 200 cells": "|" + "|".join(f"c{i}" for i in range(4)) + "|\n|"
                                       + "|".join("-" for _ in range(4)) + "|\n"
                                       + "".join("|" + "|".join(f"![i]({url}/t{r}{c}.png)"
                                                                for c in range(4)) + "|\n"
-                                                for r in range(59)),
+                                                for r in range(49)),
+        "table of text, 200 cells": "| method | what it does |\n|---|---|\n"
+                                    + "| row text here | value text here, a bit longer |\n"
+                                    * 99,
         "two hundred links": " ".join(f"[l{i}]({url}/l{i}) ![i{i}]({file_url})"
                                       for i in range(200)) + "\n",
         "huge single line": "x" * 200_000,
@@ -137,7 +140,8 @@ def _reply(content: str, status: str) -> Message:
 
 NAMES = list(payloads("http://x", Path("/x")))
 FAST = {"markdown images", "html img", "script and style", "links", "control characters",
-        "right-to-left overrides", "data uri image, 5 KB", "two hundred links"}
+        "right-to-left overrides", "data uri image, 5 KB", "two hundred links",
+        "table of text, 200 cells"}
 
 
 @pytest.mark.parametrize("name", [
